@@ -1,0 +1,1 @@
+"""Request signers, one module per vendor signature scheme, each an `httpx.Auth`."""
