@@ -1,0 +1,76 @@
+"""The command line: exporter-toolkit style flags, `--demo`, `--config.check`, and the `simulate` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from exporter import __version__
+from exporter.config import ConfigError, check_credentials, load_config
+from exporter.logs import configure_logging
+
+DEFAULT_LISTEN = ":9810"
+
+
+def parser() -> argparse.ArgumentParser:
+    """Returns the argument parser."""
+    p = argparse.ArgumentParser(
+        prog="cloud-job-exporter",
+        description="Prometheus exporter for jobs on managed big-data platforms. "
+        "Run `cloud-job-exporter simulate --help` for the API simulator.",
+    )
+    p.add_argument("--config.file", dest="config_file", type=Path, help="YAML configuration file")
+    p.add_argument("--config.check", dest="config_check", action="store_true",
+                   help="validate the configuration (and that credentials resolve), then exit 0 or 1")
+    p.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN,
+                   help=f"address to listen on (default {DEFAULT_LISTEN})")
+    p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
+                   help="path under which to expose metrics (default /metrics)")
+    p.add_argument("--log.format", dest="log_format", choices=("auto", "json", "console"), default="auto",
+                   help="log format; auto is JSON unless stderr is a terminal")
+    p.add_argument("--log.level", dest="log_level", choices=("debug", "info", "warning", "error"), default="info")
+    p.add_argument("--demo", action="store_true",
+                   help="run against a built-in simulator of the vendor APIs: no account or config needed")
+    p.add_argument("--version", action="version", version=f"cloud-job-exporter {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:
+        from exporter.simulator.run import main as simulate  # the simulator is only loaded when asked for
+
+        return simulate(argv[1:])
+    args = parser().parse_args(argv)
+    configure_logging(args.log_format, args.log_level)
+    if not args.telemetry_path.startswith("/") or args.telemetry_path in ("/", "/-/healthy", "/-/ready"):
+        print("error: --web.telemetry-path: expected a path such as /metrics, other than /, /-/healthy and "
+              "/-/ready", file=sys.stderr)
+        return 1
+    if args.demo:
+        from exporter.demo import run_demo
+
+        return asyncio.run(run_demo(args.listen, args.telemetry_path))
+    if args.config_file is None:
+        print("error: --config.file is required (or try --demo)", file=sys.stderr)
+        return 1
+    try:
+        config = load_config(args.config_file)
+        check_credentials(config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.config_check:
+        print(f"{args.config_file}: OK, {len(config.sources)} source(s)")
+        return 0
+    from exporter.runtime import build, serve
+
+    try:
+        asyncio.run(serve(build(config), args.listen, args.telemetry_path))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

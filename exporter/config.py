@@ -1,0 +1,238 @@
+"""The configuration file: parsed and validated here, at the edge; everything inward gets typed, frozen objects.
+
+Unknown keys, wrong types, bad durations and duplicate names stop start-up with one line that names the key path
+and what is expected (see `ConfigError`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from exporter.credentials import CredentialError, CredentialProvider, KeySource
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+DURATION_HINT = "a duration such as 30s, 5m or 1h"
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; `str()` is one line naming the key path and the fix."""
+
+
+def parse_duration(value: Any) -> float:
+    """Returns seconds from `30s`, `5m`, `1h`, `500ms`, `2d` or a bare number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected {DURATION_HINT}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"expected a positive duration ({DURATION_HINT}), got {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _trimmed_unique(values: list[str]) -> list[str]:
+    """Returns the list with values trimmed; rejects empty strings."""
+    out = [v.strip() for v in values]
+    if any(not v for v in out):
+        raise ValueError("expected non-empty strings")
+    return list(dict.fromkeys(out))
+
+
+NameList = Annotated[list[str], AfterValidator(_trimmed_unique)]
+
+
+class Strict(BaseModel):
+    """Base for every config model: unknown keys are errors, objects are immutable once parsed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class CredentialsConfig(Strict):
+    """Where a source's keys come from: environment variables (default: the vendor's) or files."""
+
+    access_key_id_env: str | None = None
+    access_key_secret_env: str | None = None
+    security_token_env: str | None = None
+    access_key_id_file: Path | None = None
+    access_key_secret_file: Path | None = None
+    security_token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_place_each(self) -> CredentialsConfig:
+        for part in ("access_key_id", "access_key_secret", "security_token"):
+            if getattr(self, f"{part}_env") and getattr(self, f"{part}_file"):
+                raise ValueError(f"give {part}_env or {part}_file, not both")
+        return self
+
+
+class SourceConfig(Strict):
+    """Settings shared by every source kind."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    region: Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9-]+$")]
+    endpoint: str | None = None
+    interval: Duration = 30.0
+    timeout: Duration = 10.0
+    connect_timeout: Duration = 5.0
+    stale_after: Duration | None = None
+    max_concurrency: Annotated[int, Field(ge=1, le=32)] = 4
+    max_pages: Annotated[int, Field(ge=1)] = 2000
+    per_job_series: bool = True
+    max_job_series: Annotated[int, Field(ge=0)] = 5000
+    owner_label: Literal["keep", "hash", "drop"] = "keep"
+    credentials: CredentialsConfig = CredentialsConfig()
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_base_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+/?$", value):
+            raise ValueError("expected a base URL such as https://host or http://127.0.0.1:8080 (no path)")
+        return value.rstrip("/") if value else value
+
+    @property
+    def staleness(self) -> float:
+        """Returns how old an API's last good data may get before its series are dropped."""
+        return self.stale_after or 3 * self.interval
+
+
+class MaxComputeConfig(SourceConfig):
+    """A MaxCompute source: GetRunningJobs every `interval`, ListJobSnapshotInfos every `snapshot_interval`."""
+
+    kind: Literal["maxcompute"]
+    snapshot_interval: Duration = 60.0
+    running_lookback: Duration = 7 * 86400.0
+    tenant_id: str | None = None
+    quotas: NameList = []
+    projects: NameList = []
+    owners: NameList = []
+
+    def default_endpoint(self) -> str:
+        """Returns the regional HTTPS endpoint."""
+        return f"https://maxcompute.{self.region}.aliyuncs.com"
+
+
+AnySource = Annotated[MaxComputeConfig, Field(discriminator="kind")]
+
+ALIBABA_ENV = ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_SECURITY_TOKEN")
+
+
+class ExporterConfig(Strict):
+    """The whole file: a list of sources with unique names."""
+
+    sources: Annotated[list[AnySource], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ExporterConfig:
+        seen: set[str] = set()
+        for index, source in enumerate(self.sources):
+            if source.name in seen:
+                raise ValueError(f"sources[{index}].name: duplicate source name {source.name!r}; names must be unique")
+            seen.add(source.name)
+        return self
+
+
+def credential_provider(source: SourceConfig) -> CredentialProvider:
+    """Returns the provider for a source's credentials, defaulting to the vendor's standard variables."""
+    creds = source.credentials
+    defaults = ALIBABA_ENV
+
+    def key(part: str, default_env: str) -> KeySource:
+        path = getattr(creds, f"{part}_file")
+        return KeySource(file=path) if path else KeySource(env=getattr(creds, f"{part}_env") or default_env)
+
+    return CredentialProvider(
+        key("access_key_id", defaults[0]), key("access_key_secret", defaults[1]), key("security_token", defaults[2])
+    )
+
+
+def _location(loc: tuple[Any, ...], data: Any) -> str:
+    """Returns a key path like `sources[0].interval`, dropping pydantic's union tags."""
+    path = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+        elif isinstance(node, dict) and part in node:
+            path += f".{part}" if path else str(part)
+            node = node[part]
+        elif isinstance(node, dict) and part == node.get("kind"):
+            continue  # the discriminator's tag, not a key the user wrote
+        else:
+            path += f".{part}" if path else str(part)
+            node = None
+    return path or "(top level)"
+
+
+def _describe(error: dict[str, Any], data: Any) -> str:
+    """Returns one error as `key.path: what is expected`."""
+    where = _location(tuple(error["loc"]), data)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{where}: unknown key; remove it or check its spelling"
+    if kind == "missing":
+        return f"{where}: required key is missing"
+    if kind == "union_tag_invalid":
+        return f"{where}.kind: unknown kind {error['input'].get('kind')!r}; expected one of: maxcompute"
+    if kind == "union_tag_not_found":
+        return f"{where}.kind: required key is missing; expected one of: maxcompute"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if re.match(r"^sources\[\d+\][\w.]*: ", message):
+        return message  # a model-level check that already names its key
+    return f"{where}: {message}"
+
+
+def parse_config(data: Any) -> ExporterConfig:
+    """Returns the validated config for already-loaded YAML data, or raises ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError("(top level): expected a mapping with a `sources:` list")
+    try:
+        return ExporterConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(e, data) for e in exc.errors())) from None
+
+
+def load_config(path: Path) -> ExporterConfig:
+    """Returns the validated config read from a YAML file, or raises ConfigError."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"--config.file: cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"--config.file: {path} is not valid YAML{where}") from None
+    return parse_config(data)
+
+
+def check_credentials(config: ExporterConfig) -> None:
+    """Raises ConfigError naming the source whose credentials cannot be resolved now."""
+    for index, source in enumerate(config.sources):
+        try:
+            credential_provider(source).check()
+        except CredentialError as exc:
+            raise ConfigError(
+                f"sources[{index}].credentials: {exc}; set it, or name other variables or files under credentials"
+            ) from None

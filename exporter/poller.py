@@ -1,0 +1,125 @@
+"""Polling: one APScheduler job per source and API, each poll ending in a fresh, immutable exposition.
+
+A poll never overlaps itself (`max_instances=1`; a skipped run is counted), a throttled API backs off as the vendor
+asks, and every result, good or bad, is rendered off the event loop and swapped in whole, so a scrape only reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from exporter.metrics import Exposition, Renderer
+from exporter.sources.base import Api, PollError
+from exporter.store import Key, Store
+
+log = structlog.get_logger("exporter.poller")
+MAX_BACKOFF = 600.0
+HOUSEKEEPING_INTERVAL = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One API of one source, as the scheduler runs it."""
+
+    source: str
+    api: Api
+
+    @property
+    def key(self) -> Key:
+        return (self.source, self.api.name)
+
+
+class Poller:
+    """Runs polls, records their outcome in the store, and publishes a new exposition after each."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self._clock = clock
+        self._renderer = Renderer()
+        self._render_lock = asyncio.Lock()
+        self._backoff_until: dict[Key, float] = {}
+        self._throttled_in_a_row: dict[Key, int] = {}
+        self._failing: dict[Key, str] = {}
+        self._published_fresh: frozenset[Key] = frozenset()
+        self.exposition: Exposition = self._renderer.render(store.view(clock()))
+
+    async def poll_once(self, target: Target) -> None:
+        """Polls one API once, unless it is backing off, and publishes the result."""
+        key = target.key
+        if self._clock() < self._backoff_until.get(key, 0.0):
+            self.store.record_skip(key, "backoff")
+            return
+        started = time.perf_counter()
+        try:
+            fetched = await target.api.fetch()
+        except PollError as exc:
+            self._failed(target, exc, time.perf_counter() - started)
+        except Exception as exc:  # a bug, not a vendor failure: keep serving, say so loudly once
+            log.exception("poll crashed", source=target.source, api=target.api.name)
+            self._failed(target, PollError("internal", f"{type(exc).__name__}: {exc}"), time.perf_counter() - started)
+        else:
+            duration = time.perf_counter() - started
+            self.store.record_success(key, fetched, self._clock(), duration)
+            self._throttled_in_a_row.pop(key, None)
+            if self._failing.pop(key, None):
+                log.info("poll recovered", source=target.source, api=target.api.name)
+            log.info("poll", source=target.source, api=target.api.name, pages=fetched.pages, jobs=fetched.records,
+                     skipped=sum(fetched.skipped.values()), duration_seconds=round(duration, 3))
+        await self.publish()
+
+    def _failed(self, target: Target, exc: PollError, duration: float) -> None:
+        key = target.key
+        self.store.record_failure(key, exc.reason, str(exc), self._clock(), duration)
+        if exc.reason == "throttled":
+            n = self._throttled_in_a_row[key] = self._throttled_in_a_row.get(key, 0) + 1
+            wait = min(exc.retry_after or target.api.interval * 2 ** (n - 1), MAX_BACKOFF)
+            self._backoff_until[key] = self._clock() + wait
+        # One line per change of failure, not one per failing poll: a long outage is not a log flood.
+        signature = f"{exc.reason}:{exc}"
+        if self._failing.get(key) != signature:
+            self._failing[key] = signature
+            log.warning("poll failed", source=target.source, api=target.api.name, reason=exc.reason,
+                        error=str(exc), request_id=exc.request_id, duration_seconds=round(duration, 3))
+
+    async def publish(self) -> None:
+        """Renders the store off the event loop and swaps the new exposition in."""
+        async with self._render_lock:
+            view = self.store.view(self._clock())
+            self._published_fresh = self._fresh_keys(view.now)
+            self.exposition = await asyncio.to_thread(self._renderer.render, view)
+
+    def _fresh_keys(self, now: float) -> frozenset[Key]:
+        return frozenset((s.source, s.api) for s in self.store.states.values() if s.fresh_data(now) is not None)
+
+    async def housekeeping(self) -> None:
+        """Re-publishes when some API's data has just gone stale, so its series leave /metrics."""
+        if self._fresh_keys(self._clock()) != self._published_fresh:
+            await self.publish()
+
+
+def schedule(poller: Poller, targets: list[Target], scheduler: AsyncIOScheduler) -> None:
+    """Adds one job per target (first run now, never two at once) and the housekeeping job."""
+    by_id: dict[str, Key] = {}
+    for target in targets:
+        job = scheduler.add_job(
+            poller.poll_once, "interval", args=[target], seconds=target.api.interval, max_instances=1,
+            coalesce=True, next_run_time=datetime.now().astimezone(), misfire_grace_time=None,
+            id=f"{target.source}/{target.api.name}",
+        )
+        by_id[job.id] = target.key
+
+    def skipped(event: JobExecutionEvent) -> None:
+        if event.job_id in by_id:
+            poller.store.record_skip(by_id[event.job_id], "overlap")
+
+    scheduler.add_listener(skipped, EVENT_JOB_MAX_INSTANCES)
+    scheduler.add_job(poller.housekeeping, "interval", seconds=HOUSEKEEPING_INTERVAL, max_instances=1,
+                      coalesce=True, id="housekeeping")

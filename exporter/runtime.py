@@ -1,0 +1,106 @@
+"""Wiring: config in, sources with their clients, a store, a poller, a scheduler and the HTTP server out."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import httpx
+import structlog
+import uvicorn
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from exporter.client import RequestCounter
+from exporter.config import ExporterConfig, SourceConfig, credential_provider
+from exporter.credentials import Credentials
+from exporter.logs import add_secret_source
+from exporter.metrics.context import SourceContext
+from exporter.poller import Poller, Target, schedule
+from exporter.server import App
+from exporter.sources import SOURCES
+from exporter.store import Store
+
+log = structlog.get_logger("exporter")
+Credentialer = Callable[[SourceConfig], Callable[[], Credentials]]
+
+
+@dataclass
+class Exporter:
+    """A configured exporter: its store and poller, the poll targets, and the sources to close at the end."""
+
+    store: Store
+    poller: Poller
+    targets: list[Target]
+    sources: list
+
+
+def build(
+    config: ExporterConfig, credentials: Credentialer | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Exporter:
+    """Returns the exporter for a config; `credentials` and `transport` replace the defaults in demo and tests."""
+    store = Store()
+    targets: list[Target] = []
+    sources = []
+    for cfg in config.sources:
+        provider = credentials(cfg) if credentials else credential_provider(cfg)
+        if not credentials:
+            add_secret_source(provider.secrets)
+        counter = store.request_counters.setdefault(cfg.name, RequestCounter())
+        source = SOURCES[cfg.kind].from_config(cfg, provider, counter, transport)
+        sources.append(source)
+        ctx = SourceContext(cfg.name, cfg.kind, cfg.region, cfg.per_job_series, cfg.max_job_series, cfg.owner_label)
+        for api in source.apis():
+            store.add_api(ctx, api.name, api.interval, cfg.stale_after or 3 * api.interval)
+            targets.append(Target(cfg.name, api))
+    return Exporter(store, Poller(store), targets, sources)
+
+
+def parse_listen_address(address: str) -> tuple[str, int]:
+    """Returns (host, port) from `:9810`, `0.0.0.0:9810`, `127.0.0.1:9810` or `[::1]:9810`."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--web.listen-address: expected HOST:PORT such as :9810 or 127.0.0.1:9810, got {address!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+async def serve(
+    exporter: Exporter, listen: str, telemetry_path: str, notes: tuple[str, ...] = (),
+    started: Callable[[str], None] | None = None,
+) -> None:
+    """Polls and serves until SIGINT or SIGTERM."""
+    host, port = parse_listen_address(listen)
+    app = App(exporter.poller, telemetry_path, notes)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=host, port=port, lifespan="off", log_level="warning", access_log=False, server_header=False,
+    ))
+    scheduler = AsyncIOScheduler()
+    schedule(exporter.poller, exporter.targets, scheduler)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with AsyncExitStack() as stack:
+        for source in exporter.sources:
+            stack.push_async_callback(source.aclose)
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            if serving.done():
+                await serving  # surfaces a bind error
+                raise SystemExit(1)
+            await asyncio.sleep(0.02)
+        bound = server.servers[0].sockets[0].getsockname()
+        url = f"http://{bound[0]}:{bound[1]}{telemetry_path}"
+        log.info("listening", address=url, sources=len(exporter.sources), apis=len(exporter.targets))
+        if started:
+            started(url)
+        scheduler.start()
+        await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        scheduler.shutdown(wait=False)
+        server.should_exit = True
+        await serving
+    log.info("stopped")

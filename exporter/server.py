@@ -1,0 +1,126 @@
+"""The HTTP side: a small ASGI app serving the pre-rendered exposition, health, readiness and a landing page.
+
+A scrape never waits on the cloud or on rendering: it picks the current Exposition's bytes (gzipped when accepted,
+OpenMetrics when negotiated) and writes them.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from exporter import __version__
+from exporter.metrics.format import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from exporter.poller import Poller
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One HTTP response."""
+
+    status: int
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return ""
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    """Returns True when `gzip` is acceptable (present with a non-zero q)."""
+    for item in accept_encoding.split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip().lower() in ("gzip", "*"):
+            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+class App:
+    """The exporter's ASGI application."""
+
+    def __init__(self, poller: Poller, telemetry_path: str = "/metrics", notes: tuple[str, ...] = ()) -> None:
+        self._poller = poller
+        self._path = telemetry_path
+        self._notes = notes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # served with lifespan="off": nothing else arrives
+            return
+        reply = self.route(scope)
+        headers = [(b"content-type", reply.content_type.encode()), (b"content-length", str(len(reply.body)).encode()),
+                   *reply.headers]
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else reply.body})
+
+    def route(self, scope: Scope) -> Reply:
+        """Returns the reply for one request."""
+        path, method = scope["path"], scope["method"]
+        if method not in ("GET", "HEAD"):
+            return Reply(405, b"Method Not Allowed\n", headers=((b"allow", b"GET, HEAD"),))
+        if path == self._path:
+            return self.metrics(_header(scope, b"accept"), _header(scope, b"accept-encoding"))
+        if path == "/-/healthy":
+            return Reply(200, b"Healthy\n")
+        if path == "/-/ready":
+            states = self._poller.store.states.values()
+            done = sum(1 for s in states if s.polls)
+            if done == len(states):
+                return Reply(200, b"Ready\n")
+            return Reply(503, f"Not ready: {done} of {len(states)} APIs have finished a poll\n".encode())
+        if path == "/":
+            return Reply(200, self.landing_page().encode(), "text/html; charset=utf-8")
+        return Reply(404, b"Not Found\n")
+
+    def metrics(self, accept: str, accept_encoding: str) -> Reply:
+        """Returns the current exposition in the negotiated format and encoding."""
+        exposition = self._poller.exposition
+        if "application/openmetrics-text" in accept:
+            body, gz = exposition.openmetrics()
+            content_type = OPENMETRICS_CONTENT_TYPE
+        else:
+            body, gz, content_type = exposition.text, exposition.gzipped, TEXT_CONTENT_TYPE
+        vary = (b"vary", b"Accept, Accept-Encoding")
+        if _accepts_gzip(accept_encoding):
+            return Reply(200, gz, content_type, ((b"content-encoding", b"gzip"), vary))
+        return Reply(200, body, content_type, (vary,))
+
+    def landing_page(self) -> str:
+        """Returns the landing page: each source and API with its last poll, and a link to the metrics."""
+        now = time.time()
+        rows = []
+        for s in self._poller.store.states.values():
+            if not s.polls:
+                status, when = "pending", "never"
+            else:
+                status = "up" if s.up else "down"
+                when = f"{now - (s.last_poll_end or now):.0f}s ago"
+            error = f"{s.last_reason}: {s.last_error}" if s.last_reason else ""
+            duration = f"{s.last_duration:.3f}s" if s.last_duration is not None else ""
+            cells = (s.source, s.kind, s.api, status, when, duration, error)
+            rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        notes = "".join(f"<p>{html.escape(n)}</p>" for n in self._notes)
+        path = html.escape(self._path)
+        return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>cloud-job-exporter</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.3em .8em;text-align:left}}
+tr:nth-child(even){{background:#f4f4f4}}</style></head>
+<body><h1>cloud-job-exporter {html.escape(__version__)}</h1>
+<p><a href="{path}">Metrics</a> &middot; <a href="/-/healthy">/-/healthy</a> &middot;
+<a href="/-/ready">/-/ready</a></p>{notes}
+<table><tr><th>source</th><th>kind</th><th>API</th><th>last poll</th><th>when</th><th>duration</th>
+<th>error</th></tr>
+{"".join(rows)}
+</table></body></html>
+"""

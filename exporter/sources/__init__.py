@@ -1,0 +1,9 @@
+"""The source registry: one line per source kind, mapping the config model's `kind` to its source class."""
+
+from __future__ import annotations
+
+from exporter.sources.maxcompute import MaxComputeSource
+
+SOURCES = {
+    "maxcompute": MaxComputeSource,
+}

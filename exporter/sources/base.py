@@ -1,0 +1,99 @@
+"""What every source shares: the failure vocabulary, the poll outcome, the API descriptor, and record parsing."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class PollError(Exception):
+    """A poll of one API failed; `reason` is the `poll_errors_total` label, `str()` is safe to log."""
+
+    def __init__(
+        self, reason: str, message: str, *, request_id: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+
+class BadRecord(Exception):
+    """One record of a page is unusable; it is skipped and counted, the page is kept."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What one successful poll of one API produced: the domain result plus how it was obtained."""
+
+    result: Any
+    pages: int
+    records: int
+    skipped: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Api:
+    """One polled API of a source: its vendor operation name, its interval, and the coroutine that polls it."""
+
+    name: str
+    interval: float
+    fetch: Callable[[], Awaitable[Fetched]]
+
+
+class Skips:
+    """Counts records left out of a poll, by reason."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def add(self, reason: str, n: int = 1) -> None:
+        """Counts `n` records left out for `reason`."""
+        if n > 0:
+            self.counts[reason] += n
+
+
+def text(record: Mapping[str, Any], key: str, *, required: bool = False) -> str:
+    """Returns a trimmed string field ('' when absent); raises BadRecord for a wrong type or a missing id."""
+    value = record.get(key)
+    if value is None:
+        if required:
+            raise BadRecord(f"{key} is missing")
+        return ""
+    if not isinstance(value, str):
+        raise BadRecord(f"{key} is not a string")
+    value = value.strip()
+    if required and not value:
+        raise BadRecord(f"{key} is empty")
+    return value
+
+
+def number(record: Mapping[str, Any], key: str, scale: float = 1.0) -> float | None:
+    """Returns a numeric field times `scale`, None when absent; raises BadRecord for a wrong type or NaN."""
+    value = record.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadRecord(f"{key} is not a number")
+    return value * scale
+
+
+def records_of(data: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
+    """Returns the list under `key` (empty when null); raises PollError when it is not a list."""
+    items = data.get(key)
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise PollError("bad_response", f"data.{key} is not a list")
+    return items
+
+
+def integer_field(data: Mapping[str, Any], key: str) -> int:
+    """Returns a required non-negative integer envelope field; raises PollError otherwise."""
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PollError("bad_response", f"data.{key} is missing or not a non-negative integer")
+    return value

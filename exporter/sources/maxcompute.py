@@ -1,0 +1,203 @@
+"""Alibaba Cloud MaxCompute (OpenAPI 2022-01-04): GetRunningJobs and ListJobSnapshotInfos.
+
+Both APIs are paged by number with a `totalCount`: the first page says how many there are, the rest are fetched
+concurrently (the caller bounds the concurrency), and records are de-duplicated by `instanceId` because jobs move
+between pages while the pages are read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import httpx
+import structlog
+
+from exporter.client import RequestCounter
+from exporter.config import MaxComputeConfig
+from exporter.credentials import Credentials
+from exporter.model import JobSnapshot, RunningJob, RunningJobs, SnapshotJob
+from exporter.sources.alibaba import AcsCaller, acs_caller
+from exporter.sources.base import Api, BadRecord, Fetched, Skips, integer_field, number, records_of, text
+
+VERSION = "2022-01-04"
+RUNNING_PAGE_SIZE = 20  # the documented maximum for GetRunningJobs
+SNAPSHOT_PAGE_SIZE = 100  # undocumented maximum; Alibaba list APIs commonly cap at 100
+MB = 1024 * 1024
+
+log = structlog.get_logger(__name__)
+Page = tuple[list[Mapping[str, Any]], int]
+
+
+async def fetch_all_pages(
+    fetch_page: Callable[[int], Awaitable[Page]], page_size: int, max_pages: int, skips: Skips, api: str
+) -> tuple[list[Mapping[str, Any]], int]:
+    """Returns (every record of every page, pages read); page 1 gives the total, the rest run concurrently."""
+    first, total = await fetch_page(1)
+    wanted = max(1, math.ceil(total / page_size))
+    pages = min(wanted, max_pages)
+    if wanted > max_pages:
+        skips.add("page_limit", total - max_pages * page_size)
+        log.warning("page limit reached", api=api, total_count=total, pages=wanted, max_pages=max_pages)
+    rest = await asyncio.gather(*(fetch_page(n) for n in range(2, pages + 1)))
+    records = list(first)
+    for page_records, _ in rest:
+        records.extend(page_records)
+    return records, pages
+
+
+def parse_records(raw: list[Mapping[str, Any]], parse: Callable[[Mapping[str, Any]], Any], skips: Skips) -> list[Any]:
+    """Returns the parsed records, unique by instance id (first seen wins); bad ones are counted and skipped."""
+    seen: dict[str, Any] = {}
+    for item in raw:
+        try:
+            if not isinstance(item, Mapping):
+                raise BadRecord("record is not an object")
+            record = parse(item)
+        except BadRecord:
+            skips.add("bad_field")
+            continue
+        if record.instance_id in seen:
+            skips.add("duplicate")
+            continue
+        seen[record.instance_id] = record
+    return list(seen.values())
+
+
+def parse_running_job(item: Mapping[str, Any]) -> RunningJob:
+    """Returns a RunningJob from one `runningJobInfoList` entry."""
+    return RunningJob(
+        instance_id=text(item, "instanceId", required=True),
+        project=text(item, "project"),
+        quota=text(item, "quotaNickname"),
+        owner=text(item, "jobOwner"),
+        cu_snapshot=number(item, "cuSnapshot"),
+        memory_snapshot=number(item, "memorySnapshot"),
+        progress=number(item, "progress"),
+        submitted_at=number(item, "submittedAtTime"),
+        running_at=number(item, "runningAtTime"),
+    )
+
+
+def parse_snapshot_job(item: Mapping[str, Any]) -> SnapshotJob:
+    """Returns a SnapshotJob from one `jobInfoList` entry, memory converted from MB to bytes."""
+    priority = item.get("priority")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int | str)):
+        raise BadRecord("priority is not an integer")
+    return SnapshotJob(
+        instance_id=text(item, "instanceId", required=True),
+        project=text(item, "project"),
+        quota=text(item, "quotaNickname"),
+        job_type=text(item, "jobType"),
+        owner=text(item, "jobOwner"),
+        priority="" if priority is None else str(priority).strip(),
+        cpu_usage_cores=number(item, "cpuUsage"),
+        cpu_request_cores=number(item, "cpuRequest"),
+        memory_usage_bytes=number(item, "memoryUsage", MB),
+        memory_request_bytes=number(item, "memoryRequest", MB),
+        cpu_usage_to_request=number(item, "cpuUsageToRequestRatio"),
+        memory_usage_to_request=number(item, "memoryUsageToRequestRatio"),
+        waiting_seconds=number(item, "waitingTime"),
+        running_seconds=number(item, "runningTime"),
+    )
+
+
+class MaxComputeSource:
+    """Polls one MaxCompute region (or endpoint) with the configured filters."""
+
+    def __init__(self, config: MaxComputeConfig, caller: AcsCaller, clock: Callable[[], float] = time.time) -> None:
+        self._config = config
+        self._caller = caller
+        self._clock = clock
+
+    @classmethod
+    def from_config(
+        cls, config: MaxComputeConfig, credentials: Callable[[], Credentials], counter: RequestCounter,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> MaxComputeSource:
+        """Returns a source with its own signed client for the configured (or regional) endpoint."""
+        base_url = config.endpoint or config.default_endpoint()
+        return cls(config, acs_caller(config, base_url, credentials, VERSION, counter, transport))
+
+    async def aclose(self) -> None:
+        """Closes the source's HTTP client."""
+        await self._caller.aclose()
+
+    def apis(self) -> list[Api]:
+        """Returns the polled APIs with their intervals."""
+        return [
+            Api("GetRunningJobs", self._config.interval, self.running_jobs),
+            Api("ListJobSnapshotInfos", self._config.snapshot_interval, self.snapshot),
+        ]
+
+    def _running_query(self, page: int, now: int) -> dict[str, Any]:
+        cfg = self._config
+        query: dict[str, Any] = {
+            "from": int(now - cfg.running_lookback), "to": now, "pageNumber": page, "pageSize": RUNNING_PAGE_SIZE,
+        }
+        if cfg.owners:
+            query["jobOwnerList"] = ",".join(cfg.owners)
+        if cfg.quotas:
+            query["quotaNicknameList"] = ",".join(cfg.quotas)
+        return query
+
+    async def running_jobs(self) -> Fetched:
+        """Returns every running job (GetRunningJobs, all pages), filtered by the configured projects."""
+        now = int(self._clock())
+        skips = Skips()
+
+        async def page(n: int) -> Page:
+            data = await self._caller.call(
+                "GetRunningJobs", "GET", "/api/v1/jobs/runningJobs", query=self._running_query(n, now)
+            )
+            return records_of(data, "runningJobInfoList"), integer_field(data, "totalCount")
+
+        raw, pages = await fetch_all_pages(page, RUNNING_PAGE_SIZE, self._config.max_pages, skips, "GetRunningJobs")
+        jobs = parse_records(raw, parse_running_job, skips)
+        if self._config.projects:  # GetRunningJobs has no project filter of its own
+            wanted = set(self._config.projects)
+            jobs = [j for j in jobs if j.project in wanted]
+        return Fetched(RunningJobs(tuple(jobs)), pages, len(raw), dict(skips.counts))
+
+    def _snapshot_request(self, page: int, at: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        cfg = self._config
+        query: dict[str, Any] = {"pageNumber": page, "pageSize": SNAPSHOT_PAGE_SIZE, "region": cfg.region}
+        if cfg.tenant_id:
+            query["tenantId"] = cfg.tenant_id
+        body: dict[str, Any] = {"to": at}
+        if cfg.projects:
+            body["projectList"] = list(cfg.projects)
+        if cfg.owners:
+            body["jobOwnerList"] = list(cfg.owners)
+        if len(cfg.quotas) == 1:  # the API filters on one quota only; several are filtered here
+            body["quotaNickname"] = cfg.quotas[0]
+        return query, body
+
+    async def snapshot(self) -> Fetched:
+        """Returns the jobs present now (ListJobSnapshotInfos at `to` = now, all pages)."""
+        at = int(self._clock())
+        skips = Skips()
+        snapshot_times: list[float] = []
+
+        async def page(n: int) -> Page:
+            query, body = self._snapshot_request(n, at)
+            data = await self._caller.call(
+                "ListJobSnapshotInfos", "POST", "/api/v1/jobs/snapshot", query=query, body=body
+            )
+            records = records_of(data, "jobInfoList")
+            snapshot_times.extend(t for r in records[:1] if isinstance(r, Mapping)
+                                  and isinstance(t := r.get("snapshotTime"), int | float))
+            return records, integer_field(data, "totalCount")
+
+        raw, pages = await fetch_all_pages(
+            page, SNAPSHOT_PAGE_SIZE, self._config.max_pages, skips, "ListJobSnapshotInfos"
+        )
+        jobs = parse_records(raw, parse_snapshot_job, skips)
+        if len(self._config.quotas) > 1:
+            wanted = set(self._config.quotas)
+            jobs = [j for j in jobs if j.quota in wanted]
+        snapshot_time = max(snapshot_times) if snapshot_times else float(at)
+        return Fetched(JobSnapshot(tuple(jobs), snapshot_time), pages, len(raw), dict(skips.counts))

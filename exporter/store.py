@@ -1,0 +1,124 @@
+"""The poll side's state: each API's last result and health, and the self-metric counters.
+
+Only the event loop mutates a Store. Each change is followed by `view()`, an immutable copy that a renderer turns
+into the exposition off the loop; scrapes read the finished exposition and never this state.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from exporter.client import RequestCounter
+from exporter.metrics.context import SourceContext
+from exporter.metrics.format import Buckets
+from exporter.sources.base import Fetched
+
+POLL_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+Key = tuple[str, str]  # (source, api)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiState:
+    """One API of one source: its health and its last good data."""
+
+    source: str
+    kind: str
+    api: str
+    interval: float
+    stale_after: float
+    polls: int = 0
+    up: bool = False
+    last_poll_end: float | None = None
+    last_duration: float | None = None
+    last_reason: str | None = None
+    last_error: str | None = None
+    last_success: float | None = None
+    data: Fetched | None = None
+
+    def fresh_data(self, now: float) -> Fetched | None:
+        """Returns the last good data unless it is older than `stale_after`."""
+        if self.data is None or self.last_success is None or now - self.last_success > self.stale_after:
+            return None
+        return self.data
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """An immutable copy of the store at one instant, for rendering."""
+
+    now: float
+    states: tuple[ApiState, ...]
+    contexts: Mapping[str, SourceContext]
+    poll_errors: Mapping[tuple[str, str, str], int]
+    polls_skipped: Mapping[tuple[str, str, str], int]
+    records_skipped: Mapping[tuple[str, str, str], int]
+    requests: Mapping[tuple[str, str, str], int]
+    durations: Mapping[Key, tuple[list[float], list[int], float]]
+
+
+class Store:
+    """Holds the latest state of every API and the cumulative self-metric counters."""
+
+    def __init__(self) -> None:
+        self.states: dict[Key, ApiState] = {}
+        self.contexts: dict[str, SourceContext] = {}
+        self.request_counters: dict[str, RequestCounter] = {}
+        self.poll_errors: Counter[tuple[str, str, str]] = Counter()
+        self.polls_skipped: Counter[tuple[str, str, str]] = Counter()
+        self.records_skipped: Counter[tuple[str, str, str]] = Counter()
+        self.durations: dict[Key, Buckets] = {}
+
+    def add_api(self, ctx: SourceContext, api: str, interval: float, stale_after: float) -> None:
+        """Registers an API before its first poll."""
+        self.contexts[ctx.source] = ctx
+        self.states[(ctx.source, api)] = ApiState(ctx.source, ctx.kind, api, interval, stale_after)
+        self.durations[(ctx.source, api)] = Buckets(POLL_DURATION_BUCKETS)
+
+    def record_success(self, key: Key, fetched: Fetched, end: float, duration: float) -> None:
+        """Stores a successful poll's data and health."""
+        state = self.states[key]
+        self.states[key] = replace(
+            state, polls=state.polls + 1, up=True, last_poll_end=end, last_duration=duration, last_reason=None,
+            last_error=None, last_success=end, data=fetched,
+        )
+        self.durations[key].observe(duration)
+        for reason, n in fetched.skipped.items():
+            self.records_skipped[(*key, reason)] += n
+
+    def record_failure(self, key: Key, reason: str, message: str, end: float, duration: float) -> None:
+        """Marks the API down; its last good data stays until it is stale."""
+        state = self.states[key]
+        self.states[key] = replace(
+            state, polls=state.polls + 1, up=False, last_poll_end=end, last_duration=duration, last_reason=reason,
+            last_error=message,
+        )
+        self.durations[key].observe(duration)
+        self.poll_errors[(*key, reason)] += 1
+
+    def record_skip(self, key: Key, reason: str) -> None:
+        """Counts a scheduled poll that did not run (the previous one still running, or backing off)."""
+        self.polls_skipped[(*key, reason)] += 1
+
+    def ready(self) -> bool:
+        """Returns True once every API has finished at least one poll."""
+        return all(s.polls > 0 for s in self.states.values())
+
+    def view(self, now: float) -> View:
+        """Returns an immutable copy for rendering."""
+        requests = {
+            (source, api, code): n
+            for source, counter in self.request_counters.items()
+            for (api, code), n in counter.counts.items()
+        }
+        return View(
+            now=now,
+            states=tuple(self.states.values()),
+            contexts=dict(self.contexts),
+            poll_errors=dict(self.poll_errors),
+            polls_skipped=dict(self.polls_skipped),
+            records_skipped=dict(self.records_skipped),
+            requests=requests,
+            durations={k: (b.bounds, list(b.counts), b.total) for k, b in self.durations.items()},
+        )
