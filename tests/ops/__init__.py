@@ -1,0 +1,1 @@
+"""Checks of the operations kit: alert rules, dashboards, the Helm chart, Prometheus config."""
