@@ -116,6 +116,7 @@ class AliyunAuth(httpx.Auth):
         request.headers["x-acs-date"] = self._clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         request.headers["x-acs-signature-nonce"] = self._nonce()
         request.headers["x-acs-content-sha256"] = payload_hash
+        request.headers.pop("x-acs-security-token", None)  # a re-signed request may carry an old token
         if creds.security_token:
             request.headers["x-acs-security-token"] = creds.security_token
         canonical, signed = canonical_request(

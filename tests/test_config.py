@@ -1,0 +1,121 @@
+"""The config file: good files load into typed objects; every bad one stops start-up with one exact line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exporter.cli import main
+from exporter.config import ConfigError, check_credentials, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+MC = {"name": "mc", "kind": "maxcompute", "region": "cn-hangzhou"}
+
+
+def one(**overrides: object) -> dict:
+    return {"sources": [{**MC, **overrides}]}
+
+
+def test_example_config_loads_with_its_settings() -> None:
+    config = load_config(ROOT / "examples" / "config.yaml")
+    first, second = config.sources
+    assert (first.name, first.kind, first.interval, first.snapshot_interval) == ("mc-prod", "maxcompute", 30, 60)
+    assert first.quotas == ["os_bigdata", "etl_quota"] and first.owner_label == "hash"
+    assert second.credentials.access_key_id_file == Path("/etc/cloud-job-exporter/secrets/access_key_id")
+
+
+def test_defaults() -> None:
+    source = parse_config(one()).sources[0]
+    assert (source.interval, source.snapshot_interval, source.max_concurrency) == (30, 60, 4)
+    assert (source.per_job_series, source.max_job_series, source.staleness) == (True, 5000, 90)
+    assert source.default_endpoint() == "https://maxcompute.cn-hangzhou.aliyuncs.com"
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("30s", 30), ("5m", 300), ("1h", 3600), ("500ms", 0.5), (45, 45)])
+def test_durations(value: object, seconds: float) -> None:
+    assert parse_config(one(interval=value)).sources[0].interval == seconds
+
+
+BAD = [
+    (one(interval="5x"), "sources[0].interval: expected a duration such as 30s, 5m or 1h, got '5x'"),
+    (one(interval="0s"), "sources[0].interval: expected a positive duration (a duration such as 30s, 5m or 1h), "
+                         "got '0s'"),
+    (one(intervl="30s"), "sources[0].intervl: unknown key; remove it or check its spelling"),
+    (one(kind="maxcomp"), "sources[0].kind: unknown kind 'maxcomp'; expected one of: maxcompute"),
+    ({"sources": [{"name": "a", "region": "cn-hangzhou"}]},
+     "sources[0].kind: required key is missing; expected one of: maxcompute"),
+    ({"sources": [{"kind": "maxcompute", "region": "cn-hangzhou"}]}, "sources[0].name: required key is missing"),
+    ({"sources": [MC, MC]}, "sources[1].name: duplicate source name 'mc'; names must be unique"),
+    (one(quotas="q1"), "sources[0].quotas: Input should be a valid list"),
+    (one(max_concurrency=0), "sources[0].max_concurrency: Input should be greater than or equal to 1"),
+    (one(per_job_series="maybe"), "sources[0].per_job_series: Input should be a valid boolean, unable to interpret "
+                                  "input"),
+    (one(owner_label="mask"), "sources[0].owner_label: Input should be 'keep', 'hash' or 'drop'"),
+    (one(endpoint="ftp://x"), "sources[0].endpoint: expected a base URL such as https://host or "
+                              "http://127.0.0.1:8080 (no path)"),
+    (one(credentials={"access_key_idenv": "X"}),
+     "sources[0].credentials.access_key_idenv: unknown key; remove it or check its spelling"),
+    (one(credentials={"access_key_id_env": "A", "access_key_id_file": "/f"}),
+     "sources[0].credentials: give access_key_id_env or access_key_id_file, not both"),
+    ({"sources": []}, "sources: List should have at least 1 item after validation, not 0"),
+    ({"source": []}, "sources: required key is missing; source: unknown key; remove it or check its spelling"),
+    ([1, 2], "(top level): expected a mapping with a `sources:` list"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), BAD, ids=[m.split(":")[0] + "-" + str(i) for i, (_, m) in enumerate(BAD)])
+def test_bad_config_message(data: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert str(info.value) == message
+
+
+def test_missing_credentials_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ALIBABA_CLOUD_ACCESS_KEY_ID", raising=False)
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "s3cr3t-value")
+    with pytest.raises(ConfigError) as info:
+        check_credentials(parse_config(one()))
+    assert str(info.value) == (
+        "sources[0].credentials: credential not set: environment variable ALIBABA_CLOUD_ACCESS_KEY_ID is empty or "
+        "missing; set it, or name other variables or files under credentials"
+    )
+
+
+def test_credentials_from_files_are_reread_when_they_change(tmp_path: Path) -> None:
+    from exporter.config import credential_provider
+
+    (tmp_path / "id").write_text("AKID1\n")
+    (tmp_path / "secret").write_text("first")
+    source = parse_config(one(credentials={"access_key_id_file": str(tmp_path / "id"),
+                                           "access_key_secret_file": str(tmp_path / "secret")})).sources[0]
+    provider = credential_provider(source)
+    assert (provider().key_id, provider().secret) == ("AKID1", "first")
+    import os
+
+    (tmp_path / "secret").write_text("second")
+    os.utime(tmp_path / "secret", (1, 1))  # a new mtime, whatever the file system's resolution
+    assert provider().secret == "second"
+    assert "second" not in repr(provider())
+
+
+def test_config_check_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "id")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "secret")
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(one()))
+    assert main(["--config.file", str(good), "--config.check"]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sources:\n  - name: mc\n    kind: maxcompute\n    region: cn-hangzhou\n    interval: soon\n")
+    assert main(["--config.file", str(bad), "--config.check"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["error: sources[0].interval: expected a duration such as 30s, 5m or 1h, "
+                                        "got 'soon'"]
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("sources:\n  - name: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"is not valid YAML at line \d+, column \d+"):
+        load_config(path)
