@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 import yaml
 from pydantic import (
@@ -87,8 +87,14 @@ class CredentialsConfig(Strict):
         return self
 
 
+ALIBABA_ENV = ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_SECURITY_TOKEN")
+
+
 class SourceConfig(Strict):
     """Settings shared by every source kind."""
+
+    # The vendor's standard variables for (key id, secret, token), used when `credentials` names none.
+    credential_env: ClassVar[tuple[str, str, str]] = ALIBABA_ENV
 
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")]
     region: Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9-]+$")]
@@ -133,9 +139,10 @@ class MaxComputeConfig(SourceConfig):
         return f"https://maxcompute.{self.region}.aliyuncs.com"
 
 
-AnySource = Annotated[MaxComputeConfig, Field(discriminator="kind")]
-
-ALIBABA_ENV = ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_SECURITY_TOKEN")
+# Every source kind's model; a new kind adds its model here.
+SOURCE_MODELS = (MaxComputeConfig,)
+AnySource = Annotated[Union[SOURCE_MODELS], Field(discriminator="kind")]  # noqa: UP007 (a tuple needs Union)
+KIND_NAMES = ", ".join(get_args(m.model_fields["kind"].annotation)[0] for m in SOURCE_MODELS)
 
 
 class ExporterConfig(Strict):
@@ -156,7 +163,7 @@ class ExporterConfig(Strict):
 def credential_provider(source: SourceConfig) -> CredentialProvider:
     """Returns the provider for a source's credentials, defaulting to the vendor's standard variables."""
     creds = source.credentials
-    defaults = ALIBABA_ENV
+    defaults = source.credential_env
 
     def key(part: str, default_env: str) -> KeySource:
         path = getattr(creds, f"{part}_file")
@@ -195,9 +202,9 @@ def _describe(error: dict[str, Any], data: Any) -> str:
     if kind == "missing":
         return f"{where}: required key is missing"
     if kind == "union_tag_invalid":
-        return f"{where}.kind: unknown kind {error['input'].get('kind')!r}; expected one of: maxcompute"
+        return f"{where}.kind: unknown kind {error['input'].get('kind')!r}; expected one of: {KIND_NAMES}"
     if kind == "union_tag_not_found":
-        return f"{where}.kind: required key is missing; expected one of: maxcompute"
+        return f"{where}.kind: required key is missing; expected one of: {KIND_NAMES}"
     message = str(error["msg"]).removeprefix("Value error, ")
     if re.match(r"^sources\[\d+\][\w.]*: ", message):
         return message  # a model-level check that already names its key

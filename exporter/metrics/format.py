@@ -10,6 +10,8 @@ import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from exporter.tally import HistogramValue
+
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
@@ -115,3 +117,13 @@ def assemble(families: Iterable[Family], openmetrics: bool) -> bytes:
     if openmetrics:
         parts.append("# EOF\n")
     return "".join(parts).encode()
+
+
+def frozen_histogram(name: str, help_: str, rows: Iterable[tuple[str, HistogramValue]]) -> Family:
+    """Returns a cumulative histogram family from a FrozenTally's histogram values."""
+    def as_buckets(value: HistogramValue) -> Buckets:
+        b = Buckets(value.bounds)
+        b.counts, b.total = list(value.counts), value.total
+        return b
+
+    return histogram(name, help_, ((lab, as_buckets(v)) for lab, v in rows))
