@@ -65,10 +65,8 @@ class Renderer:
             dropped[state.source] += n
         for key in set(self._cache) - live:
             del self._cache[key]
-        for source, ctx in view.contexts.items():
-            if ctx.per_job_series:
-                dropped.setdefault(source, 0)
-        out.extend(self_families(view, dict(dropped)))
+        dropped = {s: dropped[s] for s, ctx in view.contexts.items() if ctx.per_job_series}
+        out.extend(self_families(view, dropped))
         return out
 
     def render(self, view: View) -> Exposition:

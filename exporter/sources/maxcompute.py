@@ -35,18 +35,24 @@ Page = tuple[list[Mapping[str, Any]], int]
 async def fetch_all_pages(
     fetch_page: Callable[[int], Awaitable[Page]], page_size: int, max_pages: int, skips: Skips, api: str
 ) -> tuple[list[Mapping[str, Any]], int]:
-    """Returns (every record of every page, pages read); page 1 gives the total, the rest run concurrently."""
-    first, total = await fetch_page(1)
-    wanted = max(1, math.ceil(total / page_size))
-    pages = min(wanted, max_pages)
-    if wanted > max_pages:
-        skips.add("page_limit", total - max_pages * page_size)
+    """Returns (every record of every page, pages read).
+
+    Page 1 gives the total; the rest are read concurrently. Jobs that arrive while paging push others onto pages past
+    the first total, so while any page reports a larger total, the extra pages are read too, up to `max_pages`.
+    """
+    records, total = await fetch_page(1)
+    records = list(records)
+    read = 1
+    while read < (wanted := max(1, math.ceil(total / page_size))) and read < max_pages:
+        batch = range(read + 1, min(wanted, max_pages) + 1)
+        for page_records, page_total in await asyncio.gather(*(fetch_page(n) for n in batch)):
+            records.extend(page_records)
+            total = max(total, page_total)
+        read = batch[-1]
+    if read < (wanted := math.ceil(total / page_size)):
+        skips.add("page_limit", total - read * page_size)
         log.warning("page limit reached", api=api, total_count=total, pages=wanted, max_pages=max_pages)
-    rest = await asyncio.gather(*(fetch_page(n) for n in range(2, pages + 1)))
-    records = list(first)
-    for page_records, _ in rest:
-        records.extend(page_records)
-    return records, pages
+    return records, read
 
 
 def parse_records(raw: list[Mapping[str, Any]], parse: Callable[[Mapping[str, Any]], Any], skips: Skips) -> list[Any]:

@@ -1,0 +1,219 @@
+"""The MaxCompute source against an in-process API that pages and filters as the vendor documents.
+
+Units, trimming and record skipping come from the vendor's own sample responses (tests/fixtures/maxcompute).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from exporter.client import RequestCounter
+from exporter.config import parse_config
+from exporter.credentials import static
+from exporter.sources.base import PollError
+from exporter.sources.maxcompute import MaxComputeSource
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "maxcompute"
+NOW = 1_700_000_000
+
+
+def sample(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+def running_job(i: int, **fields: Any) -> dict[str, Any]:
+    return {"instanceId": f"job{i:05d}", "jobOwner": "ALIYUN$a@example.com", "project": "p1",
+            "quotaNickname": "q1", "cuSnapshot": i / 100, "memorySnapshot": 0.01, "submittedAtTime": NOW - 60,
+            "runningAtTime": NOW - 30, "progress": 0.5, **fields}
+
+
+class FakeRunningJobs:
+    """GetRunningJobs with the documented rules: pageSize at most 20, pageNumber from 1, totalCount."""
+
+    def __init__(self, jobs: list[dict[str, Any]]) -> None:
+        self.jobs = jobs
+        self.requests: list[httpx.Request] = []
+        self.on_page: dict[int, Any] = {}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        assert request.headers["x-acs-action"] == "GetRunningJobs"
+        assert request.headers["authorization"].startswith("ACS3-HMAC-SHA256 Credential=AKID,")
+        params = request.url.params
+        size, number = int(params["pageSize"]), int(params["pageNumber"])
+        if size > 20:
+            return httpx.Response(400, json={"requestId": "r", "httpCode": 400, "errorCode": "INVALID_PARAMETER",
+                                             "errorMsg": "pageSize"})
+        if number in self.on_page:
+            self.on_page[number](self)
+        page = self.jobs[(number - 1) * size: number * size]
+        return httpx.Response(200, json={"requestId": f"r{number}", "httpCode": 200, "errorCode": "success",
+                                         "data": {"runningJobInfoList": page, "totalCount": len(self.jobs),
+                                                  "pageNumber": number, "pageSize": size}})
+
+
+def make_source(handler: Any, **overrides: Any) -> MaxComputeSource:
+    cfg = parse_config({"sources": [{"name": "mc", "kind": "maxcompute", "region": "cn-hangzhou",
+                                     "endpoint": "http://mc.test", **overrides}]}).sources[0]
+    return MaxComputeSource.from_config(cfg, lambda: static("AKID", "secret"), RequestCounter(),
+                                        httpx.MockTransport(handler))
+
+
+@pytest.mark.parametrize("count", [0, 1, 20, 21, 45])
+async def test_every_page_is_read(count: int) -> None:
+    api = FakeRunningJobs([running_job(i) for i in range(count)])
+    fetched = await make_source(api).running_jobs()
+    assert sorted(j.instance_id for j in fetched.result.jobs) == [f"job{i:05d}" for i in range(count)]
+    assert fetched.pages == max(1, math.ceil(count / 20))
+    assert len(api.requests) == fetched.pages
+    assert {r.url.params["pageSize"] for r in api.requests} == {"20"}
+
+
+async def test_query_carries_window_and_filters_as_one_comma_joined_value() -> None:
+    api = FakeRunningJobs([])
+    source = make_source(api, quotas=["q1", "q 2"], owners=["ALIYUN$a@example.com"])
+    source._clock = lambda: NOW
+    await source.running_jobs()
+    params = api.requests[0].url.params
+    assert params["to"] == str(NOW) and params["from"] == str(NOW - 7 * 86400)
+    assert params["quotaNicknameList"] == "q1,q 2"
+    assert params["jobOwnerList"] == "ALIYUN$a@example.com"
+    assert "%20" in str(api.requests[0].url) and "+" not in str(api.requests[0].url)
+
+
+async def test_a_job_moving_between_pages_is_counted_once() -> None:
+    jobs = [running_job(i) for i in range(40)]
+    api = FakeRunningJobs(jobs)
+    # While page 2 is read, a new job arrives at the front: job00019 slides onto page 2 and is served twice.
+    api.on_page[2] = lambda fake: fake.jobs.insert(0, running_job(99))
+    fetched = await make_source(api, max_concurrency=1).running_jobs()
+    ids = [j.instance_id for j in fetched.result.jobs]
+    assert len(ids) == len(set(ids)) == 40
+    assert fetched.skipped == {"duplicate": 1}
+
+
+async def test_page_loop_stops_at_the_bound_and_says_so() -> None:
+    class Endless(FakeRunningJobs):
+        def __call__(self, request: httpx.Request) -> httpx.Response:
+            response = super().__call__(request)
+            body = json.loads(response.content)
+            body["data"]["totalCount"] = 10**9  # a server that never runs out of pages
+            return httpx.Response(200, json=body)
+
+    api = Endless([running_job(i) for i in range(100)])
+    fetched = await make_source(api, max_pages=3).running_jobs()
+    assert fetched.pages == 3 and len(api.requests) == 3
+    assert fetched.skipped["page_limit"] == 10**9 - 60
+
+
+async def test_vendor_sample_is_trimmed_and_typed() -> None:
+    body = sample("get_running_jobs")
+    body["data"]["totalCount"] = 1
+    body["data"]["runningJobInfoList"][0]["quotaNickname"] = "my_quota\n"
+    source = make_source(lambda request: httpx.Response(200, json=body))
+    (job,) = (await source.running_jobs()).result.jobs
+    assert (job.instance_id, job.quota, job.owner) == ("2023050206371544gomgtp3ljcr4", "my_quota",
+                                                       "ALIYUN$xxx@test.aliyunid.com")
+    assert (job.cu_snapshot, job.submitted_at, job.progress) == (0.45, 1689746864, 0)
+
+
+async def test_snapshot_sample_converts_megabytes_to_bytes_and_keeps_ratios() -> None:
+    body = sample("list_job_snapshot_infos")
+    body["data"]["totalCount"] = 1
+    body["data"]["jobInfoList"][0]["jobType"] = "SQL\n"
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(200, json=body)
+
+    fetched = await make_source(handler, projects=["projectA"], quotas=["quota_A"]).snapshot()
+    (job,) = fetched.result.jobs
+    assert job.job_type == "SQL"
+    assert job.memory_usage_bytes == 409600 * 1024 * 1024
+    assert (job.cpu_usage_cores, job.cpu_request_cores, job.cpu_usage_to_request) == (100, 200, 0.5)
+    assert (job.waiting_seconds, job.running_seconds, job.priority) == (20, 43, "9")
+    assert fetched.result.snapshot_time == 1736821848
+    sent = json.loads(requests[0].content)
+    assert sent["projectList"] == ["projectA"] and sent["quotaNickname"] == "quota_A" and isinstance(sent["to"], int)
+    assert requests[0].headers["content-type"] == "application/json; charset=utf-8"
+    assert requests[0].url.params["pageSize"] == "100"
+
+
+@pytest.mark.parametrize("bad", [{"cuSnapshot": "abc"}, {"instanceId": None}, {"instanceId": 42},
+                                 {"progress": True}, {"project": ["x"]}])
+async def test_a_record_with_a_bad_field_is_skipped_and_counted(bad: dict[str, Any]) -> None:
+    jobs = [running_job(i) for i in range(3)]
+    jobs[1] = {**jobs[1], **bad}
+    fetched = await make_source(FakeRunningJobs(jobs)).running_jobs()
+    assert [j.instance_id for j in fetched.result.jobs] == ["job00000", "job00002"]
+    assert fetched.skipped == {"bad_field": 1}
+
+
+def envelope(**overrides: Any) -> dict[str, Any]:
+    body = copy.deepcopy(sample("get_running_jobs"))
+    body.update(overrides)
+    return body
+
+
+@pytest.mark.parametrize(("response", "reason"), [
+    (httpx.Response(400, json={"RequestId": "g1", "Code": "SignatureDoesNotMatch", "Message": "sig"}), "auth"),
+    (httpx.Response(404, json={"RequestId": "g1", "Code": "InvalidAccessKeyId.NotFound", "Message": "x"}), "auth"),
+    (httpx.Response(400, json={"RequestId": "g1", "Code": "Throttling.User", "Message": "slow down"},
+                    headers={"x-acs-retry-after": "60000"}), "throttled"),
+    (httpx.Response(429, json={"RequestId": "g1", "Code": "TooMany"}, headers={"retry-after": "30"}), "throttled"),
+    (httpx.Response(500, json={"RequestId": "g1", "Code": "InternalError", "Message": "boom"}), "server"),
+    (httpx.Response(503, text="<html>unavailable</html>"), "bad_response"),
+    (httpx.Response(200, text='{"requestId": "x", "httpCode": 200, "data": {"runningJobInf'), "bad_response"),
+    (httpx.Response(200, json=envelope(httpCode=500, errorCode="InternalError")), "server"),
+    (httpx.Response(200, json=envelope(httpCode=403, errorCode="NoPermission")), "auth"),
+    (httpx.Response(200, json=envelope(data=None)), "bad_response"),
+    (httpx.Response(200, json=envelope(data={"runningJobInfoList": {}, "totalCount": 1})), "bad_response"),
+    (httpx.Response(200, json=envelope(data={"runningJobInfoList": [], "totalCount": "7"})), "bad_response"),
+])
+async def test_failures_become_poll_errors_with_a_reason(response: httpx.Response, reason: str) -> None:
+    with pytest.raises(PollError) as info:
+        await make_source(lambda request: response).running_jobs()
+    assert info.value.reason == reason
+
+
+async def test_throttled_request_id_and_retry_after_are_kept() -> None:
+    response = httpx.Response(400, json={"RequestId": "req-42", "Code": "Throttling.User", "Message": "m"},
+                              headers={"x-acs-retry-after": "60000"})
+    with pytest.raises(PollError) as info:
+        await make_source(lambda request: response).running_jobs()
+    assert (info.value.request_id, info.value.retry_after) == ("req-42", 60.0)
+
+
+async def test_short_throttling_waits_are_retried_within_the_poll() -> None:
+    api = FakeRunningJobs([running_job(i) for i in range(5)])
+    calls = {"n": 0}
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return httpx.Response(400, json={"Code": "Throttling.Api"}, headers={"x-acs-retry-after": "10"})
+        return api(request)
+
+    fetched = await make_source(flaky).running_jobs()
+    assert len(fetched.result.jobs) == 5 and calls["n"] == 2
+
+
+async def test_connection_and_timeout_failures() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    for handler, reason in ((refuse, "connection"), (slow, "timeout")):
+        with pytest.raises(PollError) as info:
+            await make_source(handler).running_jobs()
+        assert info.value.reason == reason

@@ -1,0 +1,151 @@
+"""Rendering: what /metrics shows for given poll results, checked by parsing the exposition back."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+from exporter.metrics import Renderer
+from exporter.metrics.context import SourceContext
+from exporter.model import JobSnapshot, RunningJob, RunningJobs, SnapshotJob
+from exporter.sources.base import Fetched
+from exporter.store import Store
+
+
+def running(i: int, quota: str = "q1", project: str = "p1", owner: str = "ALIYUN$alice@example.com") -> RunningJob:
+    return RunningJob(f"job{i}", project, quota, owner, cu_snapshot=i / 10, memory_snapshot=0.05, progress=0.5,
+                      submitted_at=1000.0 + i, running_at=None if i == 0 else 2000.0)
+
+
+def snap(i: int, quota: str = "q1", waiting: float = 30.0) -> SnapshotJob:
+    return SnapshotJob(f"job{i}", "p1", quota, "SQL", "RAM$bot", "9", cpu_usage_cores=float(i),
+                       cpu_request_cores=2.0 * i, memory_usage_bytes=1024.0**2, memory_request_bytes=2 * 1024.0**2,
+                       cpu_usage_to_request=0.5, memory_usage_to_request=None, waiting_seconds=waiting,
+                       running_seconds=10.0)
+
+
+def render(results: dict[str, object], now: float = 100.0, **ctx: object) -> dict[str, dict]:
+    """Returns {metric name: {frozenset(labels): value}} of the text exposition."""
+    store = Store()
+    context = SourceContext("mc", "maxcompute", "cn-hangzhou", **ctx)  # type: ignore[arg-type]
+    for api, result in results.items():
+        store.add_api(context, api, 30, 90)
+        store.record_success(("mc", api), Fetched(result, 1, 0), end=now, duration=0.1)
+    text = Renderer().render(store.view(now)).text.decode()
+    out: dict[str, dict] = {}
+    for family in parse_text(text):
+        for s in family.samples:
+            out.setdefault(s.name, {})[frozenset(s.labels.items())] = s.value
+    return out
+
+
+def test_running_jobs_aggregate_per_project_and_quota() -> None:
+    jobs = RunningJobs(tuple([running(i) for i in range(3)] + [running(9, quota="q2", project="p2")]))
+    m = render({"GetRunningJobs": jobs})
+    base = {("source", "mc"), ("region", "cn-hangzhou")}
+    assert m["maxcompute_running_jobs"] == {
+        frozenset(base | {("project", "p1"), ("quota", "q1")}): 3,
+        frozenset(base | {("project", "p2"), ("quota", "q2")}): 1,
+    }
+    assert m["maxcompute_quota_cu_snapshot_ratio"][frozenset(base | {("quota", "q1")})] == pytest.approx(0.3)
+    started = m["maxcompute_running_job_started_timestamp_seconds"]
+    assert len(started) == 3, "a job with no runningAtTime has no started sample (no NaN)"
+
+
+def test_per_job_cap_keeps_the_largest_and_counts_the_rest() -> None:
+    jobs = RunningJobs(tuple(running(i) for i in range(10)))
+    m = render({"GetRunningJobs": jobs}, max_job_series=3)
+    kept = {dict(k)["instance_id"] for k in m["maxcompute_running_job_cu_snapshot_ratio"]}
+    assert kept == {"job9", "job8", "job7"}
+    assert m["cloud_job_exporter_job_series_dropped"] == {frozenset({("source", "mc")}): 7}
+    assert sum(m["maxcompute_running_jobs"].values()) == 10, "aggregates always count every job"
+
+
+def test_per_job_series_can_be_switched_off() -> None:
+    m = render({"GetRunningJobs": RunningJobs((running(1),))}, per_job_series=False)
+    assert "maxcompute_running_job_cu_snapshot_ratio" not in m
+    assert "cloud_job_exporter_job_series_dropped" not in m
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("keep", "ALIYUN$alice@example.com"), ("drop", None)])
+def test_owner_label_kept_or_dropped(mode: str, expected: str | None) -> None:
+    m = render({"GetRunningJobs": RunningJobs((running(1),))}, owner_label=mode)
+    (labels,) = m["maxcompute_running_job_progress_ratio"]
+    assert dict(labels).get("owner") == expected
+
+
+def test_owner_label_hashed_is_stable_and_hides_the_name() -> None:
+    first = render({"GetRunningJobs": RunningJobs((running(1),))}, owner_label="hash")
+    second = render({"GetRunningJobs": RunningJobs((running(1),))}, owner_label="hash")
+    (labels,) = first["maxcompute_running_job_progress_ratio"]
+    owner = dict(labels)["owner"]
+    assert len(owner) == 16 and "alice" not in owner
+    assert first == second
+
+
+def test_snapshot_sums_and_gauge_histograms() -> None:
+    jobs = JobSnapshot((snap(1, waiting=3), snap(2, waiting=100), snap(3, quota="q2", waiting=5000)), 1234.0)
+    m = render({"ListJobSnapshotInfos": jobs})
+    q1 = {("source", "mc"), ("region", "cn-hangzhou"), ("quota", "q1")}
+    buckets = m["maxcompute_snapshot_job_waiting_seconds_bucket"]
+    assert buckets[frozenset(q1 | {("le", "5.0")})] == 1
+    assert buckets[frozenset(q1 | {("le", "120.0")})] == 2
+    assert m["maxcompute_snapshot_job_waiting_seconds_count"][frozenset(q1)] == 2
+    group = frozenset({("source", "mc"), ("region", "cn-hangzhou"), ("project", "p1"), ("quota", "q1"),
+                       ("job_type", "SQL")})
+    assert m["maxcompute_snapshot_cpu_usage_cores"][group] == 3.0
+    assert m["maxcompute_snapshot_memory_request_bytes"][group] == 4 * 1024**2
+    assert m["maxcompute_snapshot_timestamp_seconds"] == {frozenset({("source", "mc"), ("region", "cn-hangzhou")}):
+                                                          1234.0}
+    assert "maxcompute_job_memory_usage_to_request_ratio" not in m, "a field the API left out yields no sample"
+
+
+def test_stale_data_leaves_but_health_stays() -> None:
+    store = Store()
+    ctx = SourceContext("mc", "maxcompute", "cn-hangzhou")
+    store.add_api(ctx, "GetRunningJobs", 30, 90)
+    store.record_success(("mc", "GetRunningJobs"), Fetched(RunningJobs((running(1),)), 1, 1), end=100, duration=0.1)
+    store.record_failure(("mc", "GetRunningJobs"), "server", "HTTP 500", end=130, duration=0.1)
+    renderer = Renderer()
+    fresh = renderer.render(store.view(150)).text.decode()
+    assert "maxcompute_running_jobs{" in fresh
+    assert 'cloud_job_exporter_source_up{source="mc",kind="maxcompute",api="GetRunningJobs"} 0' in fresh
+    stale = renderer.render(store.view(191)).text.decode()
+    assert "maxcompute_running_jobs{" not in stale
+    assert 'cloud_job_exporter_poll_errors_total{source="mc",api="GetRunningJobs",reason="server"} 1' in stale
+
+
+def test_label_values_are_escaped() -> None:
+    m = render({"GetRunningJobs": RunningJobs((running(1, project='we"ird\\name\nx'),))})
+    (labels,) = m["maxcompute_running_jobs"]
+    assert dict(labels)["project"] == 'we"ird\\name\nx'
+
+
+def test_openmetrics_form_parses_with_gauge_histograms_and_eof() -> None:
+    store = Store()
+    ctx = SourceContext("mc", "maxcompute", "cn-hangzhou")
+    store.add_api(ctx, "ListJobSnapshotInfos", 60, 180)
+    store.record_success(("mc", "ListJobSnapshotInfos"), Fetched(JobSnapshot((snap(1),), 1.0), 1, 1), 10, 0.1)
+    om, _ = Renderer().render(store.view(10)).openmetrics()
+    families = {f.name: f for f in parse_openmetrics(om.decode())}
+    assert families["maxcompute_snapshot_job_waiting_seconds"].type == "gaugehistogram"
+    assert families["cloud_job_exporter_poll_duration_seconds"].type == "histogram"
+    assert om.endswith(b"# EOF\n")
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (CI installs prometheus)")
+def test_promtool_accepts_the_exposition() -> None:
+    store = Store()
+    ctx = SourceContext("mc", "maxcompute", "cn-hangzhou")
+    for api, result in (("GetRunningJobs", RunningJobs(tuple(running(i) for i in range(5)))),
+                        ("ListJobSnapshotInfos", JobSnapshot(tuple(snap(i) for i in range(5)), 5.0))):
+        store.add_api(ctx, api, 30, 90)
+        store.record_success(("mc", api), Fetched(result, 1, 5), 10, 0.1)
+    store.record_failure(("mc", "GetRunningJobs"), "timeout", "slow", 20, 10.0)
+    text = Renderer().render(store.view(20)).text
+    result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, check=False)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
