@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -70,9 +71,9 @@ def parse_listen_address(address: str) -> tuple[str, int]:
 
 async def serve(
     exporter: Exporter, listen: str, telemetry_path: str, notes: tuple[str, ...] = (),
-    started: Callable[[str], None] | None = None,
+    started: Callable[[str], None] | None = None, stop: asyncio.Event | None = None,
 ) -> None:
-    """Polls and serves until SIGINT or SIGTERM."""
+    """Polls and serves until SIGINT or SIGTERM (or `stop` is set); `started` gets the metrics URL."""
     host, port = parse_listen_address(listen)
     app = App(exporter.poller, telemetry_path, notes)
     server = uvicorn.Server(uvicorn.Config(
@@ -80,10 +81,10 @@ async def serve(
     ))
     scheduler = AsyncIOScheduler()
     schedule(exporter.poller, exporter.targets, scheduler)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop or asyncio.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     async with AsyncExitStack() as stack:
         for source in exporter.sources:
             stack.push_async_callback(source.aclose)

@@ -1,0 +1,79 @@
+"""Test helpers: run a configured exporter on a free loopback port and scrape it over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.config import parse_config
+from exporter.credentials import static
+from exporter.runtime import Exporter, build, serve
+
+KEY_ID, SECRET = "LTAI5tTestKeyId0000", "test-secret-value-0123456789"
+
+
+@asynccontextmanager
+async def running_exporter(exporter: Exporter, telemetry_path: str = "/metrics") -> AsyncIterator[str]:
+    """Yields the base URL of the exporter served on 127.0.0.1 (polling on its schedule) until the block ends."""
+    url: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(exporter, "127.0.0.1:0", telemetry_path, started=url.set_result, stop=stop))
+    done, _ = await asyncio.wait([url, task], return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    try:
+        yield url.result().removesuffix(telemetry_path)
+    finally:
+        stop.set()
+        await task
+
+
+def maxcompute_exporter(endpoint: str, secret: str = SECRET, **overrides: Any) -> Exporter:
+    """Returns an exporter with one MaxCompute source named `mc` against `endpoint`."""
+    config = parse_config({"sources": [{"name": "mc", "kind": "maxcompute", "region": "cn-hangzhou",
+                                        "endpoint": endpoint, **overrides}]})
+    return build(config, credentials=lambda cfg: (lambda: static(KEY_ID, secret)))
+
+
+def samples(text: str) -> dict[str, dict[frozenset, float]]:
+    """Returns {sample name: {frozenset(labels): value}} parsed from a text exposition."""
+    out: dict[str, dict[frozenset, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, {})[frozenset(s.labels.items())] = s.value
+    return out
+
+
+async def scrape(base_url: str, path: str = "/metrics") -> dict[str, dict[frozenset, float]]:
+    """Returns the parsed samples of one scrape over HTTP."""
+    async with httpx.AsyncClient() as client:
+        response = await client.get(base_url + path)
+    response.raise_for_status()
+    return samples(response.text)
+
+
+async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Returns the first truthy result of `await check()`, polling until `timeout` (then fails)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: last result {result!r}")
+        await asyncio.sleep(interval)
+
+
+async def eventually_status(request: Any, check_status: int, timeout: float = 10.0) -> httpx.Response:
+    """Returns the first response of `await request()` with the wanted status, polling until `timeout`."""
+
+    async def check() -> httpx.Response | None:
+        response = await request()
+        return response if response.status_code == check_status else None
+
+    return await eventually(check, timeout)

@@ -1,0 +1,68 @@
+"""The HTTP side over real sockets: content negotiation, gzip, health, readiness, landing page."""
+
+from __future__ import annotations
+
+import gzip
+
+import httpx
+
+from exporter.metrics.format import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from tests.helpers import eventually_status as eventually
+from tests.helpers import maxcompute_exporter, running_exporter
+
+
+def unreachable_exporter():
+    # Port 9 on loopback refuses connections: every poll fails fast, which is all these tests need.
+    return maxcompute_exporter("http://127.0.0.1:9", interval="1h", snapshot_interval="1h")
+
+
+async def test_metrics_negotiates_format_and_encoding() -> None:
+    async with running_exporter(unreachable_exporter()) as url, httpx.AsyncClient() as client:
+        plain = await client.get(url + "/metrics", headers={"Accept-Encoding": "identity"})
+        assert plain.headers["content-type"] == TEXT_CONTENT_TYPE
+        assert "content-encoding" not in plain.headers
+        assert b"cloud_job_exporter_build_info{" in plain.content
+
+        zipped = await client.get(url + "/metrics", headers={"Accept-Encoding": "gzip"})
+        assert zipped.headers["content-encoding"] == "gzip"
+        assert int(zipped.headers["content-length"]) < len(plain.content)
+
+        om = await client.get(url + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0",
+                                                         "Accept-Encoding": "identity"})
+        assert om.headers["content-type"] == OPENMETRICS_CONTENT_TYPE
+        assert om.text.endswith("# EOF\n")
+
+
+async def test_gzip_body_is_the_same_exposition() -> None:
+    exporter = unreachable_exporter()
+    async with running_exporter(exporter) as url, httpx.AsyncClient() as client:
+        await eventually(lambda: client.get(url + "/-/ready"), check_status=200)
+        async with client.stream("GET", url + "/metrics", headers={"Accept-Encoding": "gzip"}) as response:
+            wire = b"".join([chunk async for chunk in response.aiter_raw()])
+        plain = await client.get(url + "/metrics", headers={"Accept-Encoding": "identity"})
+    assert gzip.decompress(wire) == plain.content
+
+
+async def test_health_readiness_and_landing_page() -> None:
+    exporter = unreachable_exporter()
+    async with running_exporter(exporter) as url, httpx.AsyncClient() as client:
+        assert (await client.get(url + "/-/healthy")).status_code == 200
+        first = await client.get(url + "/-/ready")
+        assert first.status_code == 200 or "of 2 APIs have finished a poll" in first.text
+        await eventually(lambda: client.get(url + "/-/ready"), check_status=200)  # failed polls count as finished
+        page = await client.get(url + "/")
+        assert page.headers["content-type"].startswith("text/html")
+        assert 'href="/metrics"' in page.text
+        assert "GetRunningJobs" in page.text and "ListJobSnapshotInfos" in page.text
+        assert "connection" in page.text, "the landing page shows the failure reason"
+        assert (await client.get(url + "/nope")).status_code == 404
+        assert (await client.post(url + "/metrics")).status_code == 405
+        head = await client.head(url + "/metrics")
+        assert head.status_code == 200 and head.content == b""
+
+
+async def test_custom_telemetry_path() -> None:
+    async with running_exporter(unreachable_exporter(), telemetry_path="/custom") as url, httpx.AsyncClient() as c:
+        assert (await c.get(url + "/custom")).status_code == 200
+        assert (await c.get(url + "/metrics")).status_code == 404
+        assert 'href="/custom"' in (await c.get(url + "/")).text
