@@ -23,11 +23,16 @@ class SourceContext:
 
     def owner(self, value: str) -> tuple[str, str]:
         """Returns the owner label pair as configured: kept, replaced by a stable hash, or dropped (no name)."""
+        return self.personal("owner", value)
+
+    def personal(self, name: str, value: str) -> tuple[str, str]:
+        """Returns a label pair that may carry personal data (`owner`, `creator`) as `owner_label` says: kept,
+        replaced by a stable hash, or dropped (an empty name, which `labels()` leaves out)."""
         if self.owner_label == "drop":
             return ("", "")
         if self.owner_label == "hash" and value:
-            return ("owner", hashlib.sha256(value.encode()).hexdigest()[:16])
-        return ("owner", value)
+            return (name, hashlib.sha256(value.encode()).hexdigest()[:16])
+        return (name, value)
 
     def capped(self, jobs: Sequence[T], use: Callable[[T], float | None]) -> tuple[Sequence[T], int]:
         """Returns (the jobs kept for per-job series, how many were dropped): the largest `use` first."""
