@@ -7,7 +7,6 @@ with HTTP 4xx or with HTTP 200 and `httpCode != 200`. Both shapes are handled.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,30 +16,20 @@ import httpx
 from exporter.auth.aliyun import AliyunAuth
 from exporter.client import RequestCounter, make_client
 from exporter.config import SourceConfig
-from exporter.credentials import CredentialError, Credentials
+from exporter.credentials import Credentials
 from exporter.sources.base import PollError
+from exporter.sources.http import Sender, json_body, retry_after_seconds, retry_throttled
 
 THROTTLE_CODES = frozenset({"Throttling", "Throttling.User", "Throttling.Api", "Throttling.Resource"})
 AUTH_CODE_PREFIXES = (
     "SignatureDoesNotMatch", "IncompleteSignature", "InvalidTimeStamp", "SignatureNonceUsed", "InvalidAccessKeyId",
     "InvalidSecurityToken", "Forbidden", "NoPermission", "InvalidAccessKeySecret",
 )  # fmt: skip
-# Throttled pages are retried in the poll while the vendor asks for at most this long a wait; longer waits fail the
-# poll as `throttled` and the scheduler backs off instead of holding a poll open.
-MAX_IN_POLL_WAIT = 5.0
-THROTTLE_RETRIES = 2
 
 
 def _retry_after(response: httpx.Response) -> float | None:
     """Returns the vendor's requested wait in seconds (`x-acs-retry-after` is ms, `Retry-After` is s), if any."""
-    try:
-        if (ms := response.headers.get("x-acs-retry-after")) and float(ms) > 0:
-            return float(ms) / 1000
-        if (sec := response.headers.get("retry-after")) and float(sec) >= 0:
-            return float(sec)
-    except ValueError:
-        return None
-    return None
+    return retry_after_seconds(response, ms_header="x-acs-retry-after")
 
 
 def _reason_for(status: int, code: str) -> str:
@@ -56,13 +45,7 @@ def _reason_for(status: int, code: str) -> str:
 
 def _decode(response: httpx.Response) -> Any:
     """Returns the JSON body; raises PollError(bad_response) for a body that is not JSON."""
-    try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise PollError(
-            "bad_response", f"HTTP {response.status_code} with a body that is not JSON",
-            request_id=response.headers.get("x-acs-request-id"),
-        ) from None
+    return json_body(response, response.headers.get("x-acs-request-id"))
 
 
 def _request_id(body: Any, response: httpx.Response) -> str | None:
@@ -106,30 +89,19 @@ class AcsCaller:
     def __init__(
         self, client: httpx.AsyncClient, version: str, counter: RequestCounter, *, concurrency: int, timeout: float
     ) -> None:
-        self._client = client
+        self._sender = Sender(client, counter, concurrency=concurrency, timeout=timeout)
         self._version = version
-        self._counter = counter
-        self._slots = asyncio.Semaphore(concurrency)
-        self._timeout = timeout
 
     async def aclose(self) -> None:
         """Closes the source's HTTP client."""
-        await self._client.aclose()
+        await self._sender.aclose()
 
     async def call(
         self, action: str, method: str, path: str, *, query: Mapping[str, Any] | None = None,
         body: Mapping[str, Any] | None = None,
     ) -> Mapping[str, Any]:
         """Returns the `data` object of a successful call; retries short throttling waits, raises PollError."""
-        for attempt in range(THROTTLE_RETRIES + 1):
-            try:
-                return await self._once(action, method, path, query, body)
-            except PollError as exc:
-                wait = exc.retry_after
-                if exc.reason != "throttled" or attempt == THROTTLE_RETRIES or wait is None or wait > MAX_IN_POLL_WAIT:
-                    raise
-                await asyncio.sleep(wait)
-        raise AssertionError("unreachable: the last attempt either returns or raises")
+        return await retry_throttled(lambda: self._once(action, method, path, query, body))
 
     async def _once(
         self, action: str, method: str, path: str, query: Mapping[str, Any] | None, body: Mapping[str, Any] | None
@@ -139,22 +111,10 @@ class AcsCaller:
         if body is not None:
             content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
             headers["content-type"] = "application/json; charset=utf-8"
-        async with self._slots:
-            try:
-                async with asyncio.timeout(self._timeout):
-                    response = await self._client.request(
-                        method, path, params={k: str(v) for k, v in (query or {}).items()},
-                        headers=headers, content=content,
-                    )
-            except (TimeoutError, httpx.TimeoutException):
-                self._counter.add(action, "error")
-                raise PollError("timeout", f"no response within {self._timeout:g}s") from None
-            except CredentialError as exc:
-                raise PollError("auth", str(exc)) from None
-            except httpx.HTTPError as exc:
-                self._counter.add(action, "error")
-                raise PollError("connection", f"{type(exc).__name__}: {exc}") from None
-        self._counter.add(action, response.status_code)
+        response = await self._sender.send(
+            action, method, path, params={k: str(v) for k, v in (query or {}).items()}, headers=headers,
+            content=content,
+        )
         return parse_envelope(response)
 
 

@@ -1,0 +1,99 @@
+"""What every vendor call layer shares: bounded concurrency, a total time limit per request, request counting, the
+mapping of transport failures to poll errors, and the in-poll retry of short throttling waits.
+
+The vendor layers (`alibaba.AcsCaller`, `huawei.HuaweiCaller`) add their own envelopes and error codes on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import httpx
+
+from exporter.client import RequestCounter
+from exporter.credentials import CredentialError
+from exporter.sources.base import PollError
+
+T = TypeVar("T")
+# Throttled pages are retried in the poll while the vendor asks for at most this long a wait; longer waits fail the
+# poll as `throttled` and the scheduler backs off instead of holding a poll open.
+MAX_IN_POLL_WAIT = 5.0
+THROTTLE_RETRIES = 2
+
+
+class Sender:
+    """Sends one source's requests: at most `concurrency` at once, each within `timeout` seconds in total (connect,
+    send and the whole body), each counted under its operation name with its status code (`error`: no response)."""
+
+    def __init__(self, client: httpx.AsyncClient, counter: RequestCounter, *, concurrency: int, timeout: float) -> None:
+        self._client = client
+        self._counter = counter
+        self._slots = asyncio.Semaphore(concurrency)
+        self._timeout = timeout
+
+    async def aclose(self) -> None:
+        """Closes the source's HTTP client."""
+        await self._client.aclose()
+
+    async def send(
+        self, operation: str, method: str, path: str, *, params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None, content: bytes | None = None,
+    ) -> httpx.Response:
+        """Returns the response, whatever its status; raises PollError (timeout, connection, auth) without one."""
+        async with self._slots:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    response = await self._client.request(
+                        method, path, params=dict(params or {}), headers=dict(headers or {}), content=content
+                    )
+            except (TimeoutError, httpx.TimeoutException):
+                self._counter.add(operation, "error")
+                raise PollError("timeout", f"no response within {self._timeout:g}s") from None
+            except CredentialError as exc:  # raised by the signer before anything is sent: not a request
+                raise PollError("auth", str(exc)) from None
+            except httpx.HTTPError as exc:
+                self._counter.add(operation, "error")
+                raise PollError("connection", f"{type(exc).__name__}: {exc}") from None
+        self._counter.add(operation, response.status_code)
+        return response
+
+
+async def retry_throttled(
+    attempt: Callable[[], Awaitable[T]], *, retries: int = THROTTLE_RETRIES, max_wait: float = MAX_IN_POLL_WAIT
+) -> T:
+    """Returns `attempt()`'s result, re-trying a `throttled` PollError up to `retries` times when the vendor asked for
+    a wait of at most `max_wait` seconds (after that wait); any other failure, or a longer wait, is raised."""
+    for n in range(retries + 1):
+        try:
+            return await attempt()
+        except PollError as exc:
+            wait = exc.retry_after
+            if exc.reason != "throttled" or n == retries or wait is None or wait > max_wait:
+                raise
+            await asyncio.sleep(wait)
+    raise AssertionError("unreachable: the last attempt either returns or raises")
+
+
+def retry_after_seconds(response: httpx.Response, *, ms_header: str | None = None) -> float | None:
+    """Returns the wait the vendor asked for in seconds: `ms_header` (milliseconds, when given and positive), else a
+    standard `Retry-After` in seconds; None when absent or unreadable."""
+    try:
+        if ms_header and (ms := response.headers.get(ms_header)) and float(ms) > 0:
+            return float(ms) / 1000
+        if (sec := response.headers.get("retry-after")) and float(sec) >= 0:
+            return float(sec)
+    except ValueError:
+        return None
+    return None
+
+
+def json_body(response: httpx.Response, request_id: str | None) -> Any:
+    """Returns the decoded JSON body; raises PollError(bad_response) for a body that is not JSON."""
+    try:
+        return response.json()
+    except (ValueError, UnicodeDecodeError):
+        raise PollError(
+            "bad_response", f"HTTP {response.status_code} with a body that is not JSON", request_id=request_id
+        ) from None
