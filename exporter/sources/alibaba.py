@@ -1,8 +1,9 @@
-"""Calling Alibaba Cloud ROA APIs (MaxCompute, EMR Serverless Spark): one request in, the envelope's `data` out.
+"""Calling Alibaba Cloud ROA APIs (MaxCompute, EMR Serverless Spark): one request in, the result object out.
 
-Every failure becomes a PollError with a reason: the gateway's errors (signature, throttling) come as
-`{"RequestId","Code","Message"}` with 4xx/5xx; the service's as `{"requestId","httpCode","errorCode","errorMsg"}`,
-with HTTP 4xx or with HTTP 200 and `httpCode != 200`. Both shapes are handled.
+MaxCompute wraps its result in an envelope's `data`; EMR Serverless Spark returns it as the body. Every failure
+becomes a PollError with a reason: the gateway's errors (signature, throttling) come as `{"RequestId","Code",
+"Message"}` with 4xx/5xx; the service's as `{"requestId","httpCode","errorCode","errorMsg"}` (or, as the SDK also
+reads them, `{"requestId","code","message"}`), with HTTP 4xx or with HTTP 200 and `httpCode != 200`. All are handled.
 """
 
 from __future__ import annotations
@@ -56,17 +57,24 @@ def _request_id(body: Any, response: httpx.Response) -> str | None:
     return response.headers.get("x-acs-request-id")
 
 
-def parse_envelope(response: httpx.Response) -> Mapping[str, Any]:
-    """Returns `data` of a successful response; raises PollError with the reason otherwise."""
+def json_param(value: Any) -> str:
+    """Returns an object or array query parameter as the vendor SDK sends it (style `json`): one compact JSON string,
+    keys sorted, e.g. `states=["Running","Submitted"]` or `startTime={"endTime":1,"startTime":0}`."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def parse_envelope(response: httpx.Response, *, enveloped: bool = True) -> Mapping[str, Any]:
+    """Returns `data` of a successful response (the whole body when the product does not wrap it, `enveloped=False`,
+    as EMR Serverless Spark does); raises PollError with the reason otherwise."""
     body = _decode(response)
     rid = _request_id(body, response)
     retry_after = _retry_after(response)
     if not isinstance(body, Mapping):
         raise PollError("bad_response", f"HTTP {response.status_code} with a JSON body that is not an object",
                         request_id=rid)
-    code = str(body.get("Code") or body.get("errorCode") or "")
+    code = str(body.get("Code") or body.get("code") or body.get("errorCode") or "")
     if response.status_code != 200 or retry_after:
-        message = str(body.get("Message") or body.get("errorMsg") or "")[:200]
+        message = str(body.get("Message") or body.get("message") or body.get("errorMsg") or "")[:200]
         raise PollError(
             "throttled" if retry_after else _reason_for(response.status_code, code),
             f"HTTP {response.status_code} {code}: {message}".rstrip(": "),
@@ -77,6 +85,8 @@ def parse_envelope(response: httpx.Response) -> Mapping[str, Any]:
         status = http_code if isinstance(http_code, int) else 0
         raise PollError(_reason_for(status, code), f"envelope httpCode {http_code} {code}: {body.get('errorMsg')}",
                         request_id=rid)
+    if not enveloped:
+        return body
     data = body.get("data")
     if not isinstance(data, Mapping):
         raise PollError("bad_response", "response has no `data` object", request_id=rid)
@@ -84,13 +94,19 @@ def parse_envelope(response: httpx.Response) -> Mapping[str, Any]:
 
 
 class AcsCaller:
-    """Sends ROA requests for one source: signs through the client's auth, bounds concurrency, counts requests."""
+    """Sends ROA requests for one source: signs through the client's auth, bounds concurrency, counts requests.
+
+    `enveloped` says whether the product wraps its result in `{"data": ...}` (MaxCompute) or not (EMR Serverless
+    Spark); `call()` returns the result either way.
+    """
 
     def __init__(
-        self, client: httpx.AsyncClient, version: str, counter: RequestCounter, *, concurrency: int, timeout: float
+        self, client: httpx.AsyncClient, version: str, counter: RequestCounter, *, concurrency: int, timeout: float,
+        enveloped: bool = True,
     ) -> None:
         self._sender = Sender(client, counter, concurrency=concurrency, timeout=timeout)
         self._version = version
+        self._enveloped = enveloped
 
     async def aclose(self) -> None:
         """Closes the source's HTTP client."""
@@ -100,7 +116,7 @@ class AcsCaller:
         self, action: str, method: str, path: str, *, query: Mapping[str, Any] | None = None,
         body: Mapping[str, Any] | None = None,
     ) -> Mapping[str, Any]:
-        """Returns the `data` object of a successful call; retries short throttling waits, raises PollError."""
+        """Returns the result object of a successful call; retries short throttling waits, raises PollError."""
         return await retry_throttled(lambda: self._once(action, method, path, query, body))
 
     async def _once(
@@ -115,13 +131,15 @@ class AcsCaller:
             action, method, path, params={k: str(v) for k, v in (query or {}).items()}, headers=headers,
             content=content,
         )
-        return parse_envelope(response)
+        return parse_envelope(response, enveloped=self._enveloped)
 
 
 def acs_caller(
     config: SourceConfig, base_url: str, credentials: Callable[[], Credentials], version: str,
-    counter: RequestCounter, transport: httpx.AsyncBaseTransport | None = None,
+    counter: RequestCounter, transport: httpx.AsyncBaseTransport | None = None, *, enveloped: bool = True,
 ) -> AcsCaller:
     """Returns a caller for one Alibaba Cloud source: its client, signed with ACS3, bounded by its concurrency."""
     client = make_client(config, base_url, AliyunAuth(credentials), transport)
-    return AcsCaller(client, version, counter, concurrency=config.max_concurrency, timeout=config.timeout)
+    return AcsCaller(
+        client, version, counter, concurrency=config.max_concurrency, timeout=config.timeout, enveloped=enveloped
+    )

@@ -1,0 +1,50 @@
+"""The Alibaba Cloud call layer's reading of responses: enveloped (MaxCompute) and bare (EMR Serverless Spark) results,
+every error shape, and the SDK's `json` style for object and array query parameters."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from exporter.sources.alibaba import json_param, parse_envelope
+from exporter.sources.base import PollError
+
+
+def _response(status: int, body: object, **headers: str) -> httpx.Response:
+    return httpx.Response(status, json=body, headers=headers)
+
+
+def test_enveloped_result_is_data():
+    body = {"requestId": "r", "httpCode": 200, "errorCode": "success", "data": {"totalCount": 0}}
+    assert parse_envelope(_response(200, body)) == {"totalCount": 0}
+
+
+def test_bare_result_is_the_body():
+    body = {"requestId": "r", "jobRuns": [], "nextToken": "", "totalCount": 0}
+    assert parse_envelope(_response(200, body), enveloped=False) == body
+    with pytest.raises(PollError, match="no `data` object"):
+        parse_envelope(_response(200, body))
+
+
+@pytest.mark.parametrize("enveloped", [True, False])
+@pytest.mark.parametrize(
+    ("status", "body", "reason", "text"),
+    [
+        (400, {"RequestId": "r", "Code": "Throttling.User", "Message": "slow down"}, "throttled", "Throttling.User"),
+        (403, {"requestId": "r", "code": "Forbidden.NoPermission", "message": "no"}, "auth", "HTTP 403 Forbidden"),
+        (404, {"requestId": "r", "code": "InvalidWorkspace.NotFound", "message": "gone"}, "client", "gone"),
+        (500, {"requestId": "r", "errorCode": "InternalError", "errorMsg": "boom"}, "server", "boom"),
+        (200, {"requestId": "r", "httpCode": 500, "errorCode": "InternalError", "errorMsg": "x"}, "server", "httpCode"),
+    ],
+)
+def test_errors_in_every_shape(enveloped, status, body, reason, text):
+    with pytest.raises(PollError, match=text) as caught:
+        parse_envelope(_response(status, body), enveloped=enveloped)
+    assert caught.value.reason == reason
+    assert caught.value.request_id == "r"
+
+
+def test_json_param_is_compact_sorted_and_keeps_non_ascii():
+    assert json_param(["Running", "Submitted"]) == '["Running","Submitted"]'
+    assert json_param({"startTime": 1, "endTime": 2}) == '{"endTime":2,"startTime":1}'
+    assert json_param([{"value": "生产", "key": "env"}]) == '[{"key":"env","value":"生产"}]'
