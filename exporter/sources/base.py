@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class PollError(Exception):
@@ -79,6 +81,27 @@ def number(record: Mapping[str, Any], key: str, scale: float = 1.0) -> float | N
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise BadRecord(f"{key} is not a number")
     return value * scale
+
+
+def parse_records(
+    raw: list[Any], parse: Callable[[Mapping[str, Any]], T], skips: Skips, *, key: Callable[[T], Hashable]
+) -> list[T]:
+    """Returns the parsed records, unique by `key` (first seen wins: records move between pages while they are read);
+    bad ones are counted (`bad_field`, `duplicate`) and skipped."""
+    seen: dict[Hashable, T] = {}
+    for item in raw:
+        try:
+            if not isinstance(item, Mapping):
+                raise BadRecord("record is not an object")
+            record = parse(item)
+        except BadRecord:
+            skips.add("bad_field")
+            continue
+        if key(record) in seen:
+            skips.add("duplicate")
+            continue
+        seen[key(record)] = record
+    return list(seen.values())
 
 
 def records_of(data: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:

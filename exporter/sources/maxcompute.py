@@ -11,6 +11,7 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from operator import attrgetter
 from typing import Any
 
 import httpx
@@ -21,7 +22,17 @@ from exporter.config import MaxComputeConfig
 from exporter.credentials import Credentials
 from exporter.model import JobSnapshot, RunningJob, RunningJobs, SnapshotJob
 from exporter.sources.alibaba import AcsCaller, acs_caller
-from exporter.sources.base import Api, BadRecord, Fetched, Skips, integer_field, number, records_of, text
+from exporter.sources.base import (
+    Api,
+    BadRecord,
+    Fetched,
+    Skips,
+    integer_field,
+    number,
+    parse_records,
+    records_of,
+    text,
+)
 
 VERSION = "2022-01-04"
 RUNNING_PAGE_SIZE = 20  # the documented maximum for GetRunningJobs
@@ -29,6 +40,7 @@ SNAPSHOT_PAGE_SIZE = 100  # undocumented maximum; Alibaba list APIs commonly cap
 MB = 1024 * 1024
 
 log = structlog.get_logger(__name__)
+INSTANCE_ID = attrgetter("instance_id")
 Page = tuple[list[Mapping[str, Any]], int]
 
 
@@ -53,24 +65,6 @@ async def fetch_all_pages(
         skips.add("page_limit", total - read * page_size)
         log.warning("page limit reached", api=api, total_count=total, pages=wanted, max_pages=max_pages)
     return records, read
-
-
-def parse_records(raw: list[Mapping[str, Any]], parse: Callable[[Mapping[str, Any]], Any], skips: Skips) -> list[Any]:
-    """Returns the parsed records, unique by instance id (first seen wins); bad ones are counted and skipped."""
-    seen: dict[str, Any] = {}
-    for item in raw:
-        try:
-            if not isinstance(item, Mapping):
-                raise BadRecord("record is not an object")
-            record = parse(item)
-        except BadRecord:
-            skips.add("bad_field")
-            continue
-        if record.instance_id in seen:
-            skips.add("duplicate")
-            continue
-        seen[record.instance_id] = record
-    return list(seen.values())
 
 
 def parse_running_job(item: Mapping[str, Any]) -> RunningJob:
@@ -162,7 +156,7 @@ class MaxComputeSource:
             return records_of(data, "runningJobInfoList"), integer_field(data, "totalCount")
 
         raw, pages = await fetch_all_pages(page, RUNNING_PAGE_SIZE, self._config.max_pages, skips, "GetRunningJobs")
-        jobs = parse_records(raw, parse_running_job, skips)
+        jobs = parse_records(raw, parse_running_job, skips, key=INSTANCE_ID)
         if self._config.projects:  # GetRunningJobs has no project filter of its own
             wanted = set(self._config.projects)
             jobs = [j for j in jobs if j.project in wanted]
@@ -201,7 +195,7 @@ class MaxComputeSource:
         raw, pages = await fetch_all_pages(
             page, SNAPSHOT_PAGE_SIZE, self._config.max_pages, skips, "ListJobSnapshotInfos"
         )
-        jobs = parse_records(raw, parse_snapshot_job, skips)
+        jobs = parse_records(raw, parse_snapshot_job, skips, key=INSTANCE_ID)
         if len(self._config.quotas) > 1:
             wanted = set(self._config.quotas)
             jobs = [j for j in jobs if j.quota in wanted]
