@@ -1,0 +1,252 @@
+"""The Helm chart, rendered by the real helm binary and validated against Kubernetes' schemas.
+
+Needs `helm` (env HELM or PATH) and the PyPI package kubernetes-validate, which ships the schemas and
+works offline. .ci/helm-check installs both and runs this file with CJE_REQUIRE_TOOLS=1, which turns
+the skips for a missing tool into failures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .contract import ROOT
+
+CHART = ROOT / "helm" / "cloud-job-exporter"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+KUBERNETES_VERSION = "1.30.0"
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+HELM = os.environ.get("HELM") or shutil.which("helm")
+REQUIRED = os.environ.get("CJE_REQUIRE_TOOLS") == "1"
+
+
+def need(condition: bool, reason: str) -> None:
+    if not condition:
+        if REQUIRED:
+            pytest.fail(f"{reason} (CJE_REQUIRE_TOOLS=1)")
+        pytest.skip(reason)
+
+
+def kubernetes_validate():
+    try:
+        import kubernetes_validate
+    except ImportError:
+        need(False, "kubernetes-validate is not installed (.ci/helm-check installs it)")
+    return kubernetes_validate
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    need(HELM is not None, "helm is not installed (.ci/helm-check installs it)")
+    return subprocess.run([HELM, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+@cache
+def render(*args: str) -> tuple[dict, ...]:
+    result = helm("template", "rel", str(CHART), "--namespace", "obs", *args)
+    assert result.returncode == 0, result.stderr
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def render_file(values: Path) -> tuple[dict, ...]:
+    return render("-f", str(values))
+
+
+def only(docs: tuple[dict, ...], kind: str) -> dict:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def exporter_config(docs: tuple[dict, ...]) -> dict:
+    config_maps = [d for d in docs if d["kind"] == "ConfigMap" and "config.yaml" in d.get("data", {})]
+    assert len(config_maps) == 1
+    return yaml.safe_load(config_maps[0]["data"]["config.yaml"])
+
+
+ids = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
+
+
+def test_ci_values_cover_the_cases() -> None:
+    assert {"default", "demo", "maxcompute", "emr", "dataarts", "monitors"} <= set(ids)
+
+
+def test_lint_defaults() -> None:
+    result = helm("lint", "--strict", str(CHART))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=ids)
+def test_lint(values: Path) -> None:
+    result = helm("lint", "--strict", str(CHART), "-f", str(values))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=ids)
+def test_manifests_match_kubernetes_schemas(values: Path) -> None:
+    kv = kubernetes_validate()
+    for doc in render_file(values):
+        if doc["kind"] in CRD_KINDS:
+            continue  # CRDs: kubernetes-validate has no schema; checked in test_custom_resources below
+        kv.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=ids)
+def test_deployment_is_locked_down(values: Path) -> None:
+    docs = render_file(values)
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] > 0
+    (container,) = pod["containers"]
+    ctx = container["securityContext"]
+    assert ctx["readOnlyRootFilesystem"] is True
+    assert ctx["allowPrivilegeEscalation"] is False
+    assert ctx["capabilities"]["drop"] == ["ALL"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/-/ready"
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    service = only(docs, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=ids)
+def test_secrets_stay_out_of_config_maps(values: Path) -> None:
+    docs = render_file(values)
+    secret_values = [v for d in docs if d["kind"] == "Secret" for v in d.get("stringData", {}).values()]
+    config_text = json.dumps([d for d in docs if d["kind"] == "ConfigMap"])
+    for value in secret_values:
+        assert value not in config_text
+
+
+@pytest.mark.parametrize(
+    "values", [p for p in CI_VALUES if "demo:\n  enabled: false" in p.read_text()], ids=lambda p: p.name
+)
+def test_config_uses_the_mounted_credentials(values: Path) -> None:
+    docs = render_file(values)
+    chart_values = yaml.safe_load(values.read_text())
+    container = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "--config.file=/etc/cloud-job-exporter/config/config.yaml" in container["args"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    config = exporter_config(docs)
+    mode = chart_values["credentials"]["mode"]
+    for given, source in zip(chart_values["config"]["sources"], config["sources"], strict=True):
+        if "credentials" in given:
+            assert source["credentials"] == given["credentials"]
+        elif mode == "file":
+            files = source["credentials"]
+            assert set(files) >= {"access_key_id_file", "access_key_secret_file"}
+            for path in files.values():
+                assert Path(path).parent == Path(mounts["credentials"])
+            secrets = [d for d in docs if d["kind"] == "Secret"]
+            if secrets:  # created by the chart: every referenced file is one of its keys
+                assert {Path(p).name for p in files.values()} <= set(secrets[0]["stringData"])
+        else:
+            assert "credentials" not in source
+    if mode == "env":
+        assert container["envFrom"] == [{"secretRef": {"name": chart_values["credentials"]["existingSecret"]}}]
+
+
+@pytest.mark.parametrize(
+    "values", [p for p in CI_VALUES if "demo:\n  enabled: false" in p.read_text()], ids=lambda p: p.name
+)
+def test_config_is_accepted_by_the_exporter(values: Path) -> None:
+    config_module = pytest.importorskip("exporter.config")
+    config = exporter_config(render_file(values))
+    known = set(config_module.KIND_NAMES.split(", "))
+    unknown = {s["kind"] for s in config["sources"]} - known
+    if unknown:
+        pytest.skip(f"the exporter does not know source kinds {sorted(unknown)} yet")
+    config_module.parse_config(config)
+
+
+def test_demo_runs_without_config_or_secret() -> None:
+    docs = render_file(CHART / "ci" / "demo-values.yaml")
+    container = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert "--demo" in container["args"]
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    assert not [d for d in docs if d["kind"] == "ConfigMap" and "config.yaml" in d.get("data", {})]
+
+
+def test_config_change_rolls_the_pods() -> None:
+    values = str(CHART / "ci" / "maxcompute-values.yaml")
+
+    def checksum(*extra: str) -> str:
+        pod = only(render("-f", values, *extra), "Deployment")["spec"]["template"]
+        return pod["metadata"]["annotations"]["checksum/config"]
+
+    assert checksum() == checksum()
+    assert checksum() != checksum("--set", "config.sources[0].interval=45s")
+
+
+def test_custom_resources(tmp_path: Path) -> None:
+    docs = render_file(CHART / "ci" / "monitors-values.yaml")
+    service = only(docs, "Service")
+    monitor = only(docs, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+    assert endpoint["path"] == "/metrics"
+
+    rule = only(docs, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    groups = rule["spec"]["groups"]
+    expected = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yaml").read_text())["groups"]
+    base = yaml.safe_load((CHART / "ci" / "monitors-values.yaml").read_text())["prometheusRule"]["runbookUrl"]
+    for group in expected:
+        for r in group["rules"]:
+            r["annotations"]["runbook_url"] = r["annotations"]["runbook_url"].replace("docs/runbook.md", base)
+    assert groups == expected
+    if shutil.which("promtool"):
+        rule_file = tmp_path / "rules.yaml"
+        rule_file.write_text(yaml.safe_dump({"groups": groups}))
+        result = subprocess.run(
+            ["promtool", "check", "rules", str(rule_file)], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dashboards_for_the_grafana_sidecar() -> None:
+    docs = render_file(CHART / "ci" / "monitors-values.yaml")
+    maps = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    shipped = {p.name: p.read_text() for p in (ROOT / "grafana" / "dashboards").glob("*.json")}
+    assert {name for d in maps for name in d["data"]} == set(shipped)
+    for d in maps:
+        assert d["metadata"]["namespace"] == "monitoring"
+        for name, text in d["data"].items():
+            assert json.loads(text) == json.loads(shipped[name])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "demo.enabled=false"], "config.sources is empty"),
+        (["-f", "ci/maxcompute-values.yaml", "--set", "demo.enabled=true"], "ignores config.sources"),
+        (
+            ["-f", "ci/maxcompute-values.yaml", "--set", "credentials.alibabaCloud.accessKeySecret="],
+            "source mc-prod: set credentials.alibabaCloud",
+        ),
+        (
+            ["-f", "ci/dataarts-values.yaml", "--set", "credentials.huaweiCloud.secretKey="],
+            "source dgc-prod: set credentials.huaweiCloud",
+        ),
+        (["--set", "credentials.mode=vault"], "credentials.mode"),
+        (["--set", "no_such_value=1"], "Additional property no_such_value is not allowed"),
+    ],
+    ids=["no-sources", "demo-and-sources", "no-alibaba-keys", "no-huawei-keys", "bad-mode", "unknown-value"],
+)
+def test_bad_values_are_refused(args: list[str], message: str) -> None:
+    need(HELM is not None, "helm is not installed (.ci/helm-check installs it)")
+    assert HELM is not None
+    result = subprocess.run(
+        [HELM, "template", "rel", ".", *args], cwd=CHART, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
