@@ -139,8 +139,37 @@ class MaxComputeConfig(SourceConfig):
         return f"https://maxcompute.{self.region}.aliyuncs.com"
 
 
+HUAWEI_ENV = ("HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK", "HUAWEICLOUD_SDK_SECURITY_TOKEN")
+HuaweiId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+def _unique_job_types(values: list[str]) -> list[str]:
+    if not values:
+        raise ValueError("expected BATCH, REAL_TIME or both")
+    return list(dict.fromkeys(values))
+
+
+class DataArtsFactoryConfig(SourceConfig):
+    """A DataArts Factory source: the job list of each workspace and job type every `interval`."""
+
+    credential_env: ClassVar[tuple[str, str, str]] = HUAWEI_ENV
+
+    kind: Literal["dataarts_factory"]
+    interval: Duration = 60.0
+    project_id: HuaweiId
+    # Empty: the default workspace only, requested without the `workspace` header.
+    workspaces: Annotated[list[HuaweiId], AfterValidator(_trimmed_unique)] = []
+    job_types: Annotated[list[Literal["BATCH", "REAL_TIME"]], AfterValidator(_unique_job_types)] = [
+        "BATCH", "REAL_TIME",
+    ]
+
+    def default_endpoint(self) -> str:
+        """Returns the regional HTTPS endpoint."""
+        return f"https://dayu-dlf.{self.region}.myhuaweicloud.com"
+
+
 # Every source kind's model; a new kind adds its model here.
-SOURCE_MODELS = (MaxComputeConfig,)
+SOURCE_MODELS = (MaxComputeConfig, DataArtsFactoryConfig)
 AnySource = Annotated[Union[SOURCE_MODELS], Field(discriminator="kind")]  # noqa: UP007 (a tuple needs Union)
 KIND_NAMES = ", ".join(get_args(m.model_fields["kind"].annotation)[0] for m in SOURCE_MODELS)
 

@@ -57,3 +57,33 @@ class JobSnapshot:
 
     jobs: tuple[SnapshotJob, ...]
     snapshot_time: float | None
+
+
+# DataArts Factory (Huawei Cloud): the job list of one workspace and job type.
+
+
+@dataclass(frozen=True, slots=True)
+class DataArtsJob:
+    """One DataArts Factory job from the job list (ListJobs); times in UNIX seconds."""
+
+    name: str
+    job_type: str  # BATCH or REAL_TIME, as the record says
+    status: str  # SCHEDULING, STOPPED, PAUSED (batch); STARTING, NORMAL, EXCEPTION, STOPPING, STOPPED (real-time)
+    last_instance_status: str  # batch only; '' when the job has no instance yet
+    last_instance_end: float | None  # batch only
+    start: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DataArtsJobList:
+    """The result of one job-list poll (all pages) of one workspace and job type.
+
+    `workspace` is the label value: the workspace id, or `default` for the default workspace. `job_series_budget` is
+    this list's share of the source's `max_job_series`, which all its workspace and job-type lists split.
+    """
+
+    project_id: str
+    workspace: str
+    job_type: str
+    jobs: tuple[DataArtsJob, ...]
+    job_series_budget: int

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from exporter.sources.dataarts_factory import DataArtsFactorySource
 from exporter.sources.maxcompute import MaxComputeSource
 
 SOURCES = {
     "maxcompute": MaxComputeSource,
+    "dataarts_factory": DataArtsFactorySource,
 }

@@ -1,0 +1,116 @@
+"""Calling Huawei Cloud APIs (DataArts Factory): one signed request in, the JSON object of a successful answer out.
+
+Every failure becomes a PollError with a reason. Two error shapes arrive: the API gateway's (signature, throttling,
+routing) and the service's, both as `{"error_code": "...", "error_msg": "..."}` with a 4xx/5xx status (IAM-style
+answers nest them as `{"error": {"code", "message"}}`; both are read). Gateway codes: `APIG.0301` and the other
+`APIG.030x` are authentication or authorisation failures (401/403), `APIG.0308` is throttling (429).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from exporter.auth.huawei import HuaweiAuth
+from exporter.client import RequestCounter, make_client
+from exporter.config import SourceConfig
+from exporter.credentials import Credentials
+from exporter.sources.base import PollError
+from exporter.sources.http import Sender, json_body, retry_after_seconds, retry_throttled
+
+THROTTLE_CODES = frozenset({"APIG.0308"})
+# APIG.0301 bad AK/SK signature or IAM token, 0302 IAM user denied, 0303 bad app signature, 0304 app not authorised,
+# 0305 bad authentication information, 0306 API access denied, 0307 token expired.
+AUTH_CODES = frozenset({"APIG.0301", "APIG.0302", "APIG.0303", "APIG.0304", "APIG.0305", "APIG.0306", "APIG.0307"})
+REQUEST_ID_HEADER = "x-request-id"
+
+
+def reason_for(status: int, code: str) -> str:
+    """Returns the poll error reason for an HTTP status and a Huawei error code."""
+    if status == 429 or code in THROTTLE_CODES:
+        return "throttled"
+    if status in (401, 403) or code in AUTH_CODES:
+        return "auth"
+    if status >= 500:
+        return "server"
+    return "client"
+
+
+def _error_fields(body: Any) -> tuple[str, str]:
+    """Returns (error code, error message) from either error shape; empty strings when there are none."""
+    if not isinstance(body, Mapping):
+        return "", ""
+    nested = body.get("error")
+    if isinstance(nested, Mapping):
+        return str(nested.get("code") or "").strip(), str(nested.get("message") or "")
+    return str(body.get("error_code") or "").strip(), str(body.get("error_msg") or "")
+
+
+def _request_id(body: Any, response: httpx.Response) -> str | None:
+    if isinstance(body, Mapping) and isinstance(rid := body.get("request_id"), str) and rid:
+        return rid
+    return response.headers.get(REQUEST_ID_HEADER)
+
+
+def parse_response(response: httpx.Response) -> Mapping[str, Any]:
+    """Returns the JSON object of a successful (2xx) answer; raises PollError with the reason otherwise.
+
+    A failure status without a JSON body (a load balancer's HTML page) keeps the reason its status gives: a 502 page
+    is the vendor's side (`server`), not a response the exporter misread.
+    """
+    status = response.status_code
+    ok = 200 <= status < 300
+    retry_after = retry_after_seconds(response)
+    try:
+        body = json_body(response, response.headers.get(REQUEST_ID_HEADER))
+    except PollError as exc:
+        if ok:
+            raise
+        raise PollError(reason_for(status, ""), f"HTTP {status} with a body that is not JSON",
+                        request_id=exc.request_id, retry_after=retry_after) from None
+    rid = _request_id(body, response)
+    code, message = _error_fields(body)
+    if not ok:
+        raise PollError(reason_for(status, code), f"HTTP {status} {code}: {message[:200]}".rstrip(": "),
+                        request_id=rid, retry_after=retry_after)
+    if not isinstance(body, Mapping):
+        raise PollError("bad_response", f"HTTP {status} with a JSON body that is not an object", request_id=rid)
+    if code:  # an error envelope behind a success status (success bodies carry no error code)
+        raise PollError(reason_for(0, code), f"HTTP {status} {code}: {message[:200]}".rstrip(": "), request_id=rid)
+    return body
+
+
+class HuaweiCaller:
+    """Sends one source's signed requests: bounded concurrency, a total timeout each, counted by operation."""
+
+    def __init__(self, client: httpx.AsyncClient, counter: RequestCounter, *, concurrency: int, timeout: float) -> None:
+        self._sender = Sender(client, counter, concurrency=concurrency, timeout=timeout)
+
+    async def aclose(self) -> None:
+        """Closes the source's HTTP client."""
+        await self._sender.aclose()
+
+    async def call(
+        self, operation: str, method: str, path: str, *, query: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Mapping[str, Any]:
+        """Returns the JSON object of a successful call; retries short throttling waits, raises PollError."""
+        params = {k: str(v) for k, v in (query or {}).items()}
+
+        async def once() -> Mapping[str, Any]:
+            response = await self._sender.send(operation, method, path, params=params, headers=headers)
+            return parse_response(response)
+
+        return await retry_throttled(once)
+
+
+def huawei_caller(
+    config: SourceConfig, base_url: str, credentials: Callable[[], Credentials], counter: RequestCounter,
+    transport: httpx.AsyncBaseTransport | None = None, *, project_id: str | None = None,
+) -> HuaweiCaller:
+    """Returns a caller for one Huawei Cloud source: its client, signed with SDK-HMAC-SHA256 (with `X-Project-Id`
+    when a project id is given), bounded by its concurrency."""
+    client = make_client(config, base_url, HuaweiAuth(credentials, project_id=project_id), transport)
+    return HuaweiCaller(client, counter, concurrency=config.max_concurrency, timeout=config.timeout)
