@@ -56,6 +56,7 @@ class Poller:
         key = target.key
         if self._clock() < self._backoff_until.get(key, 0.0):
             self.store.record_skip(key, "backoff")
+            await self.publish()
             return
         started = time.perf_counter()
         try:
@@ -82,10 +83,10 @@ class Poller:
             n = self._throttled_in_a_row[key] = self._throttled_in_a_row.get(key, 0) + 1
             wait = min(exc.retry_after or target.api.interval * 2 ** (n - 1), MAX_BACKOFF)
             self._backoff_until[key] = self._clock() + wait
-        # One line per change of failure, not one per failing poll: a long outage is not a log flood.
-        signature = f"{exc.reason}:{exc}"
-        if self._failing.get(key) != signature:
-            self._failing[key] = signature
+        # One line when an API starts failing or fails for another reason, not one per failing poll: a long outage
+        # is not a log flood (the messages themselves vary: request ids, the gateway's string to sign).
+        if self._failing.get(key) != exc.reason:
+            self._failing[key] = exc.reason
             log.warning("poll failed", source=target.source, api=target.api.name, reason=exc.reason,
                         error=str(exc), request_id=exc.request_id, duration_seconds=round(duration, 3))
 

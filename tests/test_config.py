@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from exporter.cli import main
-from exporter.config import ConfigError, check_credentials, load_config, parse_config
+from exporter.config import KIND_NAMES, ConfigError, check_credentials, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 MC = {"name": "mc", "kind": "maxcompute", "region": "cn-hangzhou"}
@@ -43,9 +43,9 @@ BAD = [
     (one(interval="0s"), "sources[0].interval: expected a positive duration (a duration such as 30s, 5m or 1h), "
                          "got '0s'"),
     (one(intervl="30s"), "sources[0].intervl: unknown key; remove it or check its spelling"),
-    (one(kind="maxcomp"), "sources[0].kind: unknown kind 'maxcomp'; expected one of: maxcompute"),
+    (one(kind="maxcomp"), f"sources[0].kind: unknown kind 'maxcomp'; expected one of: {KIND_NAMES}"),
     ({"sources": [{"name": "a", "region": "cn-hangzhou"}]},
-     "sources[0].kind: required key is missing; expected one of: maxcompute"),
+     f"sources[0].kind: required key is missing; expected one of: {KIND_NAMES}"),
     ({"sources": [{"kind": "maxcompute", "region": "cn-hangzhou"}]}, "sources[0].name: required key is missing"),
     ({"sources": [MC, MC]}, "sources[1].name: duplicate source name 'mc'; names must be unique"),
     (one(quotas="q1"), "sources[0].quotas: Input should be a valid list"),
