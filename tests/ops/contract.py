@@ -1,7 +1,10 @@
 """The metric names of the contract, for checking the names that rules and dashboards query.
 
-The list below mirrors the product contract (the shared metric spec). When the project's own
-docs/metrics.md exists, a name must also be documented there.
+The lists below mirror the product contract (the shared metric spec). The project's own
+docs/metrics.md documents what the exporter exports so far; PENDING lists the contract metrics the
+rules and dashboards use that it does not document yet, because their source or API is still being
+written. The list shrinks as the exporter grows; a used metric that is neither documented nor
+pending fails the checks.
 """
 
 from __future__ import annotations
@@ -66,6 +69,30 @@ HISTOGRAMS = [
 
 GAUGE_HISTOGRAMS = ["maxcompute_snapshot_job_waiting_seconds", "maxcompute_snapshot_job_cpu_usage_to_request_ratio"]
 
+PENDING = {
+    # GetJobInfo (finished MaxCompute jobs)
+    "maxcompute_jobs_finished_total",
+    "maxcompute_job_wait_duration_seconds",
+    "maxcompute_job_run_duration_seconds",
+    "maxcompute_job_cpu_core_seconds_total",
+    "maxcompute_job_memory_byte_seconds_total",
+    "maxcompute_job_input_bytes_total",
+    "maxcompute_job_diagnostics_total",
+    # EMR Serverless Spark
+    "emr_spark_job_runs",
+    "emr_spark_job_run_submitted_timestamp_seconds",
+    "emr_spark_job_runs_finished_total",
+    "emr_spark_job_run_duration_seconds",
+    "emr_spark_job_run_vcore_seconds_total",
+    "emr_spark_job_run_memory_byte_seconds_total",
+    "emr_spark_job_run_cu_hours_total",
+    # DataArts Factory
+    "dataarts_jobs",
+    "dataarts_job_last_instance_status",
+    "dataarts_job_last_instance_end_timestamp_seconds",
+    "dataarts_job_start_timestamp_seconds",
+}
+
 METRIC_RE = re.compile(r"\b(?:maxcompute|emr_spark|dataarts|cloud_job_exporter)_[a-zA-Z0-9_]*")
 STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 
@@ -86,11 +113,16 @@ def metric_names_in(query: str) -> set[str]:
 
 
 def unknown_metrics(query: str) -> set[str]:
-    """Names in `query` that are not series of the contract (or not in docs/metrics.md, once it exists)."""
+    """Names in `query` that are not series of the contract."""
     allowed = series_names()
-    unknown = {name for name in metric_names_in(query) if name not in allowed}
+    return {name for name in metric_names_in(query) if name not in allowed}
+
+
+def undocumented_metrics(query: str) -> set[str]:
+    """Contract metrics in `query` that docs/metrics.md does not document yet (empty if it does not exist)."""
     docs = ROOT / "docs" / "metrics.md"
-    if docs.exists():
-        documented = docs.read_text(encoding="utf-8")
-        unknown |= {name for name in metric_names_in(query) if name in allowed and allowed[name] not in documented}
-    return unknown
+    if not docs.exists():
+        return set()
+    documented = docs.read_text(encoding="utf-8")
+    allowed = series_names()
+    return {allowed[name] for name in metric_names_in(query) if name in allowed and allowed[name] not in documented}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .contract import ROOT, metric_names_in, unknown_metrics
+from .contract import PENDING, ROOT, metric_names_in, undocumented_metrics, unknown_metrics
 
 DASHBOARD_DIR = ROOT / "grafana" / "dashboards"
 CHART_DASHBOARD_DIR = ROOT / "helm" / "cloud-job-exporter" / "dashboards"
@@ -140,6 +140,7 @@ def test_dashboard_is_well_formed(path: Path) -> None:
         for name in re.findall(r"\$\{?(\w+)\}?", expr):
             assert name in variables or name in BUILTINS, f"{where}: ${name} is not a variable"
         assert unknown_metrics(expr) == set(), where
+        assert undocumented_metrics(expr) - PENDING == set(), f"{where}: not in docs/metrics.md"
 
 
 @pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.name)

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from .contract import ROOT, unknown_metrics
+from .contract import PENDING, ROOT, undocumented_metrics, unknown_metrics
 
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yaml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "alerts_test.yaml"
@@ -84,6 +84,7 @@ def test_alert_is_documented(rule: dict) -> None:
 @pytest.mark.parametrize("rule", alerting_rules(), ids=lambda rule: rule["alert"])
 def test_alert_queries_contract_metrics(rule: dict) -> None:
     assert unknown_metrics(rule["expr"]) == set()
+    assert undocumented_metrics(rule["expr"]) - PENDING == set(), "not in docs/metrics.md"
 
 
 def test_chart_carries_the_same_rules() -> None:
