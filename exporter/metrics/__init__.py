@@ -7,14 +7,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.metrics import dataarts_factory, maxcompute
+from exporter.metrics import dataarts_factory, emr_serverless_spark, maxcompute
 from exporter.metrics.format import Family, assemble
 from exporter.metrics.selfmetrics import self_families
 from exporter.sources.base import Fetched
 from exporter.store import View
 
 # Result type -> renderer(ctx, result) -> (families, per-job series dropped). One line per result type.
-RENDERERS: dict[type, Any] = {**maxcompute.RENDERERS, **dataarts_factory.RENDERERS}
+RENDERERS: dict[type, Any] = {**maxcompute.RENDERERS, **emr_serverless_spark.RENDERERS, **dataarts_factory.RENDERERS}
 GZIP_LEVEL = 6
 
 
