@@ -6,6 +6,7 @@ and what is expected (see `ConfigError`).
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args
@@ -62,6 +63,19 @@ def _trimmed_unique(values: list[str]) -> list[str]:
 
 
 NameList = Annotated[list[str], AfterValidator(_trimmed_unique)]
+
+
+def _increasing(values: list[float]) -> tuple[float, ...]:
+    """Returns histogram bucket bounds; they must be positive and strictly increasing."""
+    if not values or any(b <= 0 for b in values) or any(b >= c for b, c in itertools.pairwise(values)):
+        raise ValueError("expected a non-empty list of positive, strictly increasing bucket bounds in seconds")
+    return tuple(values)
+
+
+BucketBounds = Annotated[list[float], AfterValidator(_increasing)]
+# From a second to a day: short SQL jobs to daily batch runs.
+DEFAULT_DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
+                            14400.0, 28800.0, 43200.0, 86400.0)
 
 
 class Strict(BaseModel):
@@ -134,6 +148,13 @@ class MaxComputeConfig(SourceConfig):
     quotas: NameList = []
     projects: NameList = []
     owners: NameList = []
+    # Finished jobs: GetJobInfo for each job that left the running and snapshot sets.
+    finished_jobs: bool = True
+    job_info_interval: Duration = 30.0
+    job_info_max_attempts: Annotated[int, Field(ge=1)] = 10
+    job_info_batch: Annotated[int, Field(ge=1)] = 500
+    wait_buckets: BucketBounds = DEFAULT_DURATION_BUCKETS
+    run_buckets: BucketBounds = DEFAULT_DURATION_BUCKETS
 
     def default_endpoint(self) -> str:
         """Returns the regional HTTPS endpoint."""

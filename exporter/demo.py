@@ -21,7 +21,7 @@ def demo_sources(endpoint: str) -> list[dict]:
     """Returns the demo's source list, every source polling the simulator at `endpoint` briskly."""
     return [
         {"name": "demo-maxcompute", "kind": "maxcompute", "region": REGION, "endpoint": endpoint,
-         "interval": "5s", "snapshot_interval": "10s"},
+         "interval": "5s", "snapshot_interval": "10s", "job_info_interval": "5s"},
     ]
 
 

@@ -62,6 +62,19 @@ class JobSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class FinishedJobs:
+    """The result of one GetJobInfo round: cumulative counts of every finished job recorded since start-up.
+
+    `tally` holds the counters `finished` (project, quota, job_type, status), `cpu_core_seconds`,
+    `memory_byte_seconds`, `input_bytes` (project, quota, job_type), `diagnostics` (project, quota, scene, scene_tag,
+    severity) and the histograms `wait_seconds`, `run_seconds` (project, quota, job_type).
+    """
+
+    tally: FrozenTally
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
 class SparkJobRun:
     """One EMR Serverless Spark job run from ListJobRuns; `state` is the vendor's string, whatever it is."""
 

@@ -6,8 +6,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 
 from exporter.metrics.context import SourceContext
-from exporter.metrics.format import Buckets, Family, gauge, histogram, labels
-from exporter.model import JobSnapshot, RunningJobs, SnapshotJob
+from exporter.metrics.format import Buckets, Family, counter, frozen_histogram, gauge, histogram, labels
+from exporter.model import FinishedJobs, JobSnapshot, RunningJobs, SnapshotJob
 
 WAITING_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.5, 2.0)
@@ -135,4 +135,42 @@ def snapshot_families(ctx: SourceContext, result: JobSnapshot) -> tuple[list[Fam
     return families, dropped
 
 
-RENDERERS = {RunningJobs: running_families, JobSnapshot: snapshot_families}
+GROUP = ("project", "quota", "job_type")
+FINISHED_COUNTERS = [
+    ("finished", "maxcompute_jobs_finished_total", "Jobs that finished, by final status (GetJobInfo).",
+     (*GROUP, "status")),
+    ("cpu_core_seconds", "maxcompute_job_cpu_core_seconds_total", "CPU used by finished jobs, in core-seconds "
+     "(cuUsage x 100).", GROUP),
+    ("memory_byte_seconds", "maxcompute_job_memory_byte_seconds_total", "Memory used by finished jobs, in "
+     "byte-seconds (memoryUsage MB x s).", GROUP),
+    ("input_bytes", "maxcompute_job_input_bytes_total", "Data scanned by finished jobs (inputBytes).", GROUP),
+    ("diagnostics", "maxcompute_job_diagnostics_total", "MaxCompute's diagnostics of finished jobs, one per "
+     "sceneResults entry.", ("project", "quota", "scene", "scene_tag", "severity")),
+]
+FINISHED_HISTOGRAMS = [
+    ("wait_seconds", "maxcompute_job_wait_duration_seconds", "How long finished jobs waited for resources "
+     "(waitingTime)."),
+    ("run_seconds", "maxcompute_job_run_duration_seconds", "How long finished jobs ran (runningTime)."),
+]
+
+
+def finished_families(ctx: SourceContext, result: FinishedJobs) -> tuple[list[Family], int]:
+    """Returns the GetJobInfo families: cumulative counters and histograms of finished jobs."""
+    base = (("source", ctx.source), ("region", ctx.region))
+
+    def lab(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+        return labels((*base, *zip(names, values, strict=True)))
+
+    tally = result.tally
+    families = [
+        counter(name, help_, [(lab(names, v), n) for v, n in tally.counters.get(key, {}).items()])
+        for key, name, help_, names in FINISHED_COUNTERS
+    ]
+    families += [
+        frozen_histogram(name, help_, [(lab(GROUP, v), h) for v, h in tally.histograms.get(key, {}).items()])
+        for key, name, help_ in FINISHED_HISTOGRAMS
+    ]
+    return families, 0
+
+
+RENDERERS = {RunningJobs: running_families, JobSnapshot: snapshot_families, FinishedJobs: finished_families}

@@ -78,13 +78,13 @@ def parse_envelope(response: httpx.Response, *, enveloped: bool = True) -> Mappi
         raise PollError(
             "throttled" if retry_after else _reason_for(response.status_code, code),
             f"HTTP {response.status_code} {code}: {message}".rstrip(": "),
-            request_id=rid, retry_after=retry_after,
+            request_id=rid, retry_after=retry_after, code=code,
         )
     http_code = body.get("httpCode")
     if http_code is not None and http_code != 200:
         status = http_code if isinstance(http_code, int) else 0
         raise PollError(_reason_for(status, code), f"envelope httpCode {http_code} {code}: {body.get('errorMsg')}",
-                        request_id=rid)
+                        request_id=rid, code=code)
     if not enveloped:
         return body
     data = body.get("data")

@@ -15,12 +15,14 @@ class PollError(Exception):
     """A poll of one API failed; `reason` is the `poll_errors_total` label, `str()` is safe to log."""
 
     def __init__(
-        self, reason: str, message: str, *, request_id: str | None = None, retry_after: float | None = None
+        self, reason: str, message: str, *, request_id: str | None = None, retry_after: float | None = None,
+        code: str = "",
     ) -> None:
         super().__init__(message)
         self.reason = reason
         self.request_id = request_id
         self.retry_after = retry_after
+        self.code = code  # the vendor's error code, e.g. OBJECT_NOT_EXIST, when the response had one
 
 
 class BadRecord(Exception):

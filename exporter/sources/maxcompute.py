@@ -33,6 +33,7 @@ from exporter.sources.base import (
     records_of,
     text,
 )
+from exporter.sources.maxcompute_jobinfo import FinishedJobTracker
 
 VERSION = "2022-01-04"
 RUNNING_PAGE_SIZE = 20  # the documented maximum for GetRunningJobs
@@ -112,6 +113,7 @@ class MaxComputeSource:
         self._config = config
         self._caller = caller
         self._clock = clock
+        self.finished = FinishedJobTracker(config, caller) if config.finished_jobs else None
 
     @classmethod
     def from_config(
@@ -128,10 +130,18 @@ class MaxComputeSource:
 
     def apis(self) -> list[Api]:
         """Returns the polled APIs with their intervals."""
-        return [
+        apis = [
             Api("GetRunningJobs", self._config.interval, self.running_jobs),
             Api("ListJobSnapshotInfos", self._config.snapshot_interval, self.snapshot),
         ]
+        if self.finished:
+            apis.append(Api("GetJobInfo", self._config.job_info_interval, self.finished.poll))
+        return apis
+
+    def _observe(self, api: str, jobs: list[Any], skips: Skips) -> None:
+        """Tells the finished-job tracker which jobs are active, unless the listing was cut short."""
+        if self.finished and not skips.counts.get("page_limit"):
+            self.finished.observe(api, frozenset(j.instance_id for j in jobs))
 
     def _running_query(self, page: int, now: int) -> dict[str, Any]:
         cfg = self._config
@@ -157,6 +167,7 @@ class MaxComputeSource:
 
         raw, pages = await fetch_all_pages(page, RUNNING_PAGE_SIZE, self._config.max_pages, skips, "GetRunningJobs")
         jobs = parse_records(raw, parse_running_job, skips, key=INSTANCE_ID)
+        self._observe("GetRunningJobs", jobs, skips)
         if self._config.projects:  # GetRunningJobs has no project filter of its own
             wanted = set(self._config.projects)
             jobs = [j for j in jobs if j.project in wanted]
@@ -196,6 +207,7 @@ class MaxComputeSource:
             page, SNAPSHOT_PAGE_SIZE, self._config.max_pages, skips, "ListJobSnapshotInfos"
         )
         jobs = parse_records(raw, parse_snapshot_job, skips, key=INSTANCE_ID)
+        self._observe("ListJobSnapshotInfos", jobs, skips)
         if len(self._config.quotas) > 1:
             wanted = set(self._config.quotas)
             jobs = [j for j in jobs if j.quota in wanted]

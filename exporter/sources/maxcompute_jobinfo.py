@@ -1,0 +1,147 @@
+"""MaxCompute finished jobs: GetJobInfo for each job that left the active sets, each finished job counted once.
+
+GetRunningJobs and ListJobSnapshotInfos say which jobs are active; when a job leaves the set an API listed it in,
+it is queued, and each GetJobInfo round asks about the queued jobs (under the source's concurrency limit). A job
+whose info is terminal is recorded exactly once (a bounded set of recorded ids guards against flicker, overlap and
+retries); one still running is asked again in later rounds up to `job_info_max_attempts`; one the service does not
+know (OBJECT_NOT_EXIST) is dropped and counted. A failed call leaves its job queued: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+
+from exporter.auth.aliyun import percent_encode
+from exporter.config import MaxComputeConfig
+from exporter.model import FinishedJobs
+from exporter.sources.alibaba import AcsCaller
+from exporter.sources.base import BadRecord, Fetched, PollError, number, text
+from exporter.tally import RecentIds, Tally
+
+MB = 1024 * 1024
+CU_CORE_SECONDS = 100  # GetJobInfo's cuUsage is in units of 100 x core x seconds
+NOT_FOUND = "OBJECT_NOT_EXIST"
+# Statuses that end a job. Others (running, waiting, ...) are not final; a status outside both is final only when
+# the record has an end time, so a new vendor value is data, not an error.
+TERMINAL = frozenset({"terminated", "success", "succeeded", "failed", "cancelled", "canceled", "killed"})
+RECORDED_TTL = 2 * 86400.0
+RECORDED_MAX = 200_000
+PENDING_MAX = 100_000
+
+log = structlog.get_logger(__name__)
+
+
+def is_final(record: Mapping[str, Any]) -> bool:
+    """Returns True when a GetJobInfo record describes a job that has ended."""
+    status = text(record, "status").lower()
+    if status in TERMINAL:
+        return True
+    end = record.get("endAtTime")
+    return isinstance(end, int | float) and not isinstance(end, bool) and end > 0
+
+
+def record_finished(tally: Tally, record: Mapping[str, Any]) -> None:
+    """Adds one finished job's counts to the tally; raises BadRecord (and adds nothing) for a mistyped field."""
+    project, quota, job_type = text(record, "project"), text(record, "quotaNickname"), text(record, "jobType")
+    status = text(record, "status") or "unknown"
+    waiting, running = number(record, "waitingTime"), number(record, "runningTime")
+    cu, memory, scanned = number(record, "cuUsage"), number(record, "memoryUsage"), number(record, "inputBytes")
+    scenes = record.get("sceneResults") or []
+    if not isinstance(scenes, list) or not all(isinstance(s, Mapping) for s in scenes):
+        raise BadRecord("sceneResults is not a list of objects")
+    diagnostics = [(text(s, "scene"), text(s, "sceneTag"), text(s, "type")) for s in scenes]
+    group = (project, quota, job_type)
+    tally.add("finished", (*group, status))
+    if waiting is not None:
+        tally.observe("wait_seconds", group, waiting)
+    if running is not None:
+        tally.observe("run_seconds", group, running)
+    if cu is not None:
+        tally.add("cpu_core_seconds", group, cu * CU_CORE_SECONDS)
+    if memory is not None:
+        tally.add("memory_byte_seconds", group, memory * MB)
+    if scanned is not None:
+        tally.add("input_bytes", group, scanned)
+    for scene, tag, severity in diagnostics:
+        tally.add("diagnostics", (project, quota, scene, tag, severity))
+
+
+class FinishedJobTracker:
+    """Queues jobs that left the active sets and records, once each, those GetJobInfo says have finished."""
+
+    def __init__(self, config: MaxComputeConfig, caller: AcsCaller) -> None:
+        self._config = config
+        self._caller = caller
+        self._active: dict[str, frozenset[str]] = {}
+        self._pending: OrderedDict[str, int] = OrderedDict()  # instance id -> rounds it was still running
+        self._recorded = RecentIds(RECORDED_TTL, RECORDED_MAX)
+        self._tally = Tally({"wait_seconds": config.wait_buckets, "run_seconds": config.run_buckets})
+        self._skips: Counter[str] = Counter()
+
+    @property
+    def pending(self) -> int:
+        """Returns how many jobs wait for a GetJobInfo answer."""
+        return len(self._pending)
+
+    def observe(self, api: str, ids: frozenset[str]) -> None:
+        """Takes the complete set of active job ids one listing API returned; queues the ones that left it."""
+        previous = self._active.get(api)
+        self._active[api] = ids
+        for back in [i for i in self._pending if i in ids]:
+            del self._pending[back]  # listed again: it flickered, it did not finish
+        if previous is None:
+            return  # the first listing after start-up: nothing can have left yet
+        still_active = frozenset().union(*self._active.values())
+        for gone in previous - still_active:
+            if gone not in self._pending and gone not in self._recorded:
+                self._pending[gone] = 0
+        while len(self._pending) > PENDING_MAX:
+            self._pending.popitem(last=False)
+            self._skips["queue_full"] += 1
+
+    async def poll(self) -> Fetched:
+        """Asks GetJobInfo about a batch of queued jobs; returns the cumulative counts.
+
+        Raises the first PollError when any call failed (those jobs stay queued; the others are recorded)."""
+        batch = list(self._pending)[: self._config.job_info_batch]
+        outcomes = await asyncio.gather(*(self._ask(i) for i in batch), return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        for unexpected in (f for f in failures if not isinstance(f, PollError)):
+            raise unexpected
+        if failures:
+            raise failures[0]
+        skipped, self._skips = dict(self._skips), Counter()
+        return Fetched(FinishedJobs(self._tally.freeze(), len(self._pending)), len(batch), len(batch), skipped)
+
+    async def _ask(self, instance_id: str) -> None:
+        try:
+            record = await self._caller.call("GetJobInfo", "GET", f"/api/v1/jobs/{percent_encode(instance_id)}/info")
+        except PollError as exc:
+            if exc.code != NOT_FOUND:
+                raise
+            self._settle(instance_id, "not_found")
+            return
+        try:
+            if is_final(record):
+                if self._recorded.add(instance_id):
+                    record_finished(self._tally, record)
+                self._settle(instance_id, None)
+            elif self._pending.get(instance_id, 0) + 1 >= self._config.job_info_max_attempts:
+                log.info("job never reported finished; giving up", instance_id=instance_id)
+                self._settle(instance_id, "gave_up")
+            elif instance_id in self._pending:
+                self._pending[instance_id] += 1
+        except BadRecord:
+            self._settle(instance_id, "bad_field")
+
+    def _settle(self, instance_id: str, skipped: str | None) -> None:
+        """Takes a job off the queue for good, counting why when it was not recorded."""
+        self._pending.pop(instance_id, None)
+        if skipped:
+            self._recorded.add(instance_id)  # never asked about again
+            self._skips[skipped] += 1
