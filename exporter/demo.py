@@ -11,6 +11,7 @@ from exporter.credentials import static
 from exporter.logs import add_secret_source
 from exporter.runtime import build, serve
 from exporter.simulator import Simulator
+from exporter.simulator import dataarts_factory as dataarts_sim
 from exporter.simulator.run import serve as serve_simulator
 
 log = structlog.get_logger("exporter.demo")
@@ -22,6 +23,8 @@ def demo_sources(endpoint: str) -> list[dict]:
     return [
         {"name": "demo-maxcompute", "kind": "maxcompute", "region": REGION, "endpoint": endpoint,
          "interval": "5s", "snapshot_interval": "10s", "job_info_interval": "5s"},
+        {"name": "demo-dataarts", "kind": "dataarts_factory", "region": "cn-north-4", "endpoint": endpoint,
+         "interval": "10s", "project_id": dataarts_sim.PROJECT_ID, "workspaces": list(dataarts_sim.WORKSPACES[1:])},
     ]
 
 

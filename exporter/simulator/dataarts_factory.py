@@ -237,27 +237,34 @@ class DataArtsFactoryService:
             self._jobs[workspace].append(job)
 
     def control(self, body: Mapping[str, Any]) -> None:
-        """Applies `{"hang": {"workspace": id, "count": n}}`: n more scheduling batch jobs of the workspace ('' for
-        the default one) stay `running` from their current run on. Raises ValueError on anything else."""
-        unknown = set(body) - {"hang"}
+        """Applies `{"hang": {"workspace": id, "count": n}}` (n more scheduling batch jobs of the workspace, '' for
+        the default one, stay `running` from their current run on) and `{"add": {"workspace": id, "batch": n,
+        "real_time": m}}` (jobs created now). Raises ValueError on anything else."""
+        unknown = set(body) - {"hang", "add"}
         if unknown:
             raise ValueError(f"unknown workload settings: {', '.join(sorted(unknown))}")
-        hang = body["hang"]
-        if not isinstance(hang, dict) or set(hang) - {"workspace", "count"}:
-            raise ValueError("hang takes an object with workspace and count")
-        workspace, count = hang.get("workspace", ""), hang.get("count", 1)
+        now = int(self._clock())
+        if "add" in body:
+            add = _settings(body["add"], {"workspace", "batch", "real_time"}, "add")
+            workspace = self._workspace(add)
+            with self._lock:
+                self._add(workspace, _count(add, "batch", 0), _count(add, "real_time", 0), now)
+        if "hang" in body:
+            hang = _settings(body["hang"], {"workspace", "count"}, "hang")
+            workspace, count = self._workspace(hang), _count(hang, "count", 1)
+            with self._lock:
+                jobs = self._jobs[workspace]
+                for i, job in enumerate(jobs):
+                    if count and isinstance(job, BatchJob) and job.status == "SCHEDULING" and job.hangs_from is None:
+                        k = job.last_run(now)
+                        jobs[i] = replace(job, hangs_from=job.first_run() if k is None else k)
+                        count -= 1
+
+    def _workspace(self, settings: Mapping[str, Any]) -> str:
+        workspace = settings.get("workspace", "")
         if workspace not in self._jobs:
             raise ValueError(f"unknown workspace {workspace!r}")
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ValueError("count must be a non-negative integer")
-        now = int(self._clock())
-        with self._lock:
-            jobs = self._jobs[workspace]
-            for i, job in enumerate(jobs):
-                if count and isinstance(job, BatchJob) and job.status == "SCHEDULING" and job.hangs_from is None:
-                    k = job.last_run(now)
-                    jobs[i] = replace(job, hangs_from=job.first_run() if k is None else k)
-                    count -= 1
+        return workspace
 
     def summary(self) -> dict[str, Any]:
         """Returns, per workspace ('default' for ''), the jobs by type and status and the batch last instances."""
@@ -278,6 +285,19 @@ class DataArtsFactoryService:
                         statuses[f"REAL_TIME/{job.status(now)[0]}"] += 1
                 out["workspaces"][ws or "default"] = {"jobs": dict(statuses), "last_instance": dict(last)}
         return out
+
+
+def _settings(value: Any, allowed: set[str], name: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict) or set(value) - allowed:
+        raise ValueError(f"{name} takes an object with {', '.join(sorted(allowed))}")
+    return value
+
+
+def _count(settings: Mapping[str, Any], key: str, default: int) -> int:
+    value = settings.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100_000:
+        raise ValueError(f"{key} must be an integer from 0 to 100000")
+    return value
 
 
 def _rid(request: Request) -> str:
