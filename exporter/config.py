@@ -186,8 +186,9 @@ class DataArtsFactoryConfig(SourceConfig):
     ]
 
     def default_endpoint(self) -> str:
-        """Returns the regional HTTPS endpoint."""
-        return f"https://dayu-dlf.{self.region}.myhuaweicloud.com"
+        """Returns the regional HTTPS endpoint (cn-east-4 names it `dayu.`, the other regions `dayu-dlf.`)."""
+        host = "dayu" if self.region == "cn-east-4" else "dayu-dlf"
+        return f"https://{host}.{self.region}.myhuaweicloud.com"
 
 
 def _workspace_ids(values: list[str]) -> list[str]:

@@ -343,3 +343,35 @@ async def test_one_failing_workspace_does_not_hide_the_others() -> None:
     assert f'workspace="{WS2}"' not in text.split("# HELP cloud_job_exporter")[0]
     for source in exporter.sources:
         await source.aclose()
+
+
+def config_of(**fields: Any) -> Any:
+    return parse_config({"sources": [{"name": "dgc", "kind": "dataarts_factory", "region": "cn-north-4",
+                                      "project_id": PROJECT, **fields}]}).sources[0]
+
+
+def test_config_defaults_endpoint_and_credential_variables() -> None:
+    from exporter.config import credential_provider
+
+    cfg = config_of()
+    assert (cfg.interval, cfg.workspaces, cfg.job_types) == (60.0, [], ["BATCH", "REAL_TIME"])
+    assert cfg.default_endpoint() == "https://dayu-dlf.cn-north-4.myhuaweicloud.com"
+    assert config_of(region="cn-east-4").default_endpoint() == "https://dayu.cn-east-4.myhuaweicloud.com"
+    assert config_of(workspaces=[f" {WS1} ", WS1], job_types=["REAL_TIME", "REAL_TIME"]).workspaces == [WS1]
+    assert type(cfg).credential_env == ("HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK", "HUAWEICLOUD_SDK_SECURITY_TOKEN")
+    assert credential_provider(cfg)._key_id.env == "HUAWEICLOUD_SDK_AK"
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"project_id": None}, "sources[0].project_id: "),
+    ({"project_id": "a/b"}, "sources[0].project_id: String should match pattern"),
+    ({"workspaces": ["x y"]}, "sources[0].workspaces[0]: String should match pattern"),
+    ({"job_types": ["batch"]}, "sources[0].job_types[0]: Input should be 'BATCH' or 'REAL_TIME'"),
+    ({"job_types": []}, "sources[0].job_types: expected BATCH, REAL_TIME or both"),
+])
+def test_config_errors_name_the_key(fields: dict[str, Any], message: str) -> None:
+    from exporter.config import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        config_of(**fields)
+    assert str(info.value).startswith(message)
