@@ -15,6 +15,7 @@ from exporter.simulator.faults import Faults
 from exporter.simulator.workload import (
     CANCELLED,
     FAILED,
+    MB_PER_CORE,
     SUBSCRIPTION,
     TERMINATED,
     Job,
@@ -48,7 +49,7 @@ ORDER_COLUMNS: dict[str, Callable[[Job, int], float]] = {
     "cpuUsage": lambda j, t: round(j.cpu_cores(t)),
     "memoryUsage": lambda j, t: round(j.memory_mb(t)),
     "minCpuPct": lambda j, t: _quota_share(j, j.cpu_cores(t)) or 0,
-    "minMemoryPct": lambda j, t: _quota_share(j, j.memory_mb(t) / 4096) or 0,
+    "minMemoryPct": lambda j, t: _quota_share(j, j.memory_mb(t) / MB_PER_CORE) or 0,
     "priority": lambda j, t: j.priority,
     "cpuRequest": lambda j, t: j.cpu_request,
     "memoryRequest": lambda j, t: j.memory_request,
@@ -242,7 +243,7 @@ class MaxComputeService:
         }
         if job.quota.type == SUBSCRIPTION:  # documented as not available for pay-as-you-go jobs
             record["minCpuPct"] = round(_quota_share(job, cpu), 4)
-            record["minMemoryPct"] = round(_quota_share(job, memory / 4096), 4)
+            record["minMemoryPct"] = round(_quota_share(job, memory / MB_PER_CORE), 4)
         return record
 
     def _info_record(self, job: Job, t: int) -> dict[str, Any]:
