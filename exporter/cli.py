@@ -10,6 +10,7 @@ from pathlib import Path
 from exporter import __version__
 from exporter.config import ConfigError, check_credentials, load_config
 from exporter.logs import configure_logging
+from exporter.webconfig import load_web_config
 
 DEFAULT_LISTEN = ":9810"
 
@@ -26,6 +27,8 @@ def parser() -> argparse.ArgumentParser:
                    help="validate the configuration (and that credentials resolve), then exit 0 or 1")
     p.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN,
                    help=f"address to listen on (default {DEFAULT_LISTEN})")
+    p.add_argument("--web.config.file", dest="web_config_file", type=Path,
+                   help="exporter-toolkit style file enabling TLS and/or basic authentication")
     p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
                    help="path under which to expose metrics (default /metrics)")
     p.add_argument("--log.format", dest="log_format", choices=("auto", "json", "console"), default="auto",
@@ -50,10 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --web.telemetry-path: expected a path such as /metrics, other than /, /-/healthy and "
               "/-/ready", file=sys.stderr)
         return 1
+    try:
+        web = load_web_config(args.web_config_file) if args.web_config_file else None
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if args.demo:
         from exporter.demo import run_demo
 
-        return asyncio.run(run_demo(args.listen, args.telemetry_path))
+        return asyncio.run(run_demo(args.listen, args.telemetry_path, web))
     if args.config_file is None:
         print("error: --config.file is required (or try --demo)", file=sys.stderr)
         return 1
@@ -69,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from exporter.runtime import build, serve
 
     try:
-        asyncio.run(serve(build(config), args.listen, args.telemetry_path))
+        asyncio.run(serve(build(config), args.listen, args.telemetry_path, web=web))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

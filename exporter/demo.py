@@ -13,6 +13,7 @@ from exporter.runtime import build, serve
 from exporter.simulator import Simulator
 from exporter.simulator import dataarts_factory as dataarts_sim
 from exporter.simulator.run import serve as serve_simulator
+from exporter.webconfig import WebConfig
 
 log = structlog.get_logger("exporter.demo")
 REGION = "cn-shanghai"
@@ -28,7 +29,7 @@ def demo_sources(endpoint: str) -> list[dict]:
     ]
 
 
-async def run_demo(listen: str, telemetry_path: str) -> int:
+async def run_demo(listen: str, telemetry_path: str, web: WebConfig | None = None) -> int:
     """Serves the exporter against a simulator until interrupted; returns the exit code."""
     key_id, secret = f"LTAIdemo{secrets.token_hex(8)}", secrets.token_urlsafe(24)
     add_secret_source(lambda: [secret])
@@ -39,7 +40,7 @@ async def run_demo(listen: str, telemetry_path: str) -> int:
     notes = (f"Demo mode: polling the built-in simulator at {simulator.url} (fault switches: POST "
              f"{simulator.url}/-/sim/faults, see docs/simulator.md).",)
     try:
-        await serve(exporter, listen, telemetry_path, notes)
+        await serve(exporter, listen, telemetry_path, notes, web=web)
     finally:
         await simulator.stop()
     return 0

@@ -23,6 +23,7 @@ from exporter.poller import Poller, Target, schedule
 from exporter.server import App
 from exporter.sources import SOURCES
 from exporter.store import Store
+from exporter.webconfig import BasicAuth, WebConfig
 
 log = structlog.get_logger("exporter")
 Credentialer = Callable[[SourceConfig], Callable[[], Credentials]]
@@ -72,12 +73,17 @@ def parse_listen_address(address: str) -> tuple[str, int]:
 async def serve(
     exporter: Exporter, listen: str, telemetry_path: str, notes: tuple[str, ...] = (),
     started: Callable[[str], None] | None = None, stop: asyncio.Event | None = None,
+    web: WebConfig | None = None,
 ) -> None:
     """Polls and serves until SIGINT or SIGTERM (or `stop` is set); `started` gets the metrics URL."""
     host, port = parse_listen_address(listen)
-    app = App(exporter.poller, telemetry_path, notes)
+    web = web or WebConfig()
+    auth = BasicAuth(web.basic_auth_users) if web.basic_auth_users else None
+    tls = web.tls_server_config
+    app = App(exporter.poller, telemetry_path, notes, auth)
     server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, lifespan="off", log_level="warning", access_log=False, server_header=False,
+        ssl_certfile=str(tls.cert_file) if tls else None, ssl_keyfile=str(tls.key_file) if tls else None,
     ))
     scheduler = AsyncIOScheduler()
     schedule(exporter.poller, exporter.targets, scheduler)
@@ -95,7 +101,7 @@ async def serve(
                 raise SystemExit(1)
             await asyncio.sleep(0.02)
         bound = server.servers[0].sockets[0].getsockname()
-        url = f"http://{bound[0]}:{bound[1]}{telemetry_path}"
+        url = f"{'https' if tls else 'http'}://{bound[0]}:{bound[1]}{telemetry_path}"
         log.info("listening", address=url, sources=len(exporter.sources), apis=len(exporter.targets))
         if started:
             started(url)

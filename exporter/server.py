@@ -6,6 +6,7 @@ OpenMetrics when negotiated) and writes them.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from typing import Any
 from exporter import __version__
 from exporter.metrics.format import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from exporter.poller import Poller
+from exporter.webconfig import BasicAuth
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -47,22 +49,37 @@ def _accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
+UNAUTHORIZED = Reply(401, b"Unauthorized\n", headers=((b"www-authenticate", b'Basic realm="cloud-job-exporter"'),))
+
+
 class App:
     """The exporter's ASGI application."""
 
-    def __init__(self, poller: Poller, telemetry_path: str = "/metrics", notes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, poller: Poller, telemetry_path: str = "/metrics", notes: tuple[str, ...] = (),
+        auth: BasicAuth | None = None,
+    ) -> None:
         self._poller = poller
         self._path = telemetry_path
         self._notes = notes
+        self._auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # served with lifespan="off": nothing else arrives
             return
-        reply = self.route(scope)
+        reply = self.route(scope) if await self._allowed(scope) else UNAUTHORIZED
         headers = [(b"content-type", reply.content_type.encode()), (b"content-length", str(len(reply.body)).encode()),
                    *reply.headers]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else reply.body})
+
+    async def _allowed(self, scope: Scope) -> bool:
+        if self._auth is None:
+            return True
+        header = _header(scope, b"authorization")
+        known = self._auth.known(header)
+        # bcrypt is slow by design: a new password is checked off the event loop, so scrapes never wait on it.
+        return known if known is not None else await asyncio.to_thread(self._auth.check, header)
 
     def route(self, scope: Scope) -> Reply:
         """Returns the reply for one request."""

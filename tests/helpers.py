@@ -13,16 +13,21 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.config import parse_config
 from exporter.credentials import static
 from exporter.runtime import Exporter, build, serve
+from exporter.webconfig import WebConfig
 
 KEY_ID, SECRET = "LTAI5tTestKeyId0000", "test-secret-value-0123456789"
 
 
 @asynccontextmanager
-async def running_exporter(exporter: Exporter, telemetry_path: str = "/metrics") -> AsyncIterator[str]:
+async def running_exporter(
+    exporter: Exporter, telemetry_path: str = "/metrics", web: WebConfig | None = None
+) -> AsyncIterator[str]:
     """Yields the base URL of the exporter served on 127.0.0.1 (polling on its schedule) until the block ends."""
     url: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
-    task = asyncio.create_task(serve(exporter, "127.0.0.1:0", telemetry_path, started=url.set_result, stop=stop))
+    task = asyncio.create_task(
+        serve(exporter, "127.0.0.1:0", telemetry_path, started=url.set_result, stop=stop, web=web)
+    )
     done, _ = await asyncio.wait([url, task], return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()

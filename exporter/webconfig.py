@@ -1,0 +1,109 @@
+"""`--web.config.file`: TLS and basic authentication in the exporter-toolkit's file format.
+
+```yaml
+tls_server_config:
+  cert_file: /etc/tls/tls.crt
+  key_file: /etc/tls/tls.key
+basic_auth_users:
+  prometheus: $2y$10$...   # bcrypt hash, e.g. from `htpasswd -nBC 10 "" | tr -d ':'`
+```
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from pathlib import Path
+from typing import Annotated
+
+import bcrypt
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+
+from exporter.config import ConfigError
+
+
+def _bcrypt_hash(value: str) -> str:
+    if not value.startswith(("$2a$", "$2b$", "$2y$")):
+        raise ValueError("expected a bcrypt hash ($2y$..., $2b$... or $2a$...), not a plain password")
+    return value
+
+
+class TLSConfig(BaseModel):
+    """The server certificate and key (PEM files)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cert_file: Path
+    key_file: Path
+
+
+class WebConfig(BaseModel):
+    """The web configuration file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tls_server_config: TLSConfig | None = None
+    basic_auth_users: dict[str, Annotated[str, AfterValidator(_bcrypt_hash)]] = {}
+
+
+def load_web_config(path: Path) -> WebConfig:
+    """Returns the validated web config, or raises ConfigError naming the key."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        config = WebConfig.model_validate(data)
+    except OSError as exc:
+        raise ConfigError(f"--web.config.file: cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"--web.config.file: {path} is not valid YAML") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        message = "unknown key; remove it or check its spelling" if first["type"] == "extra_forbidden" else \
+            str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"--web.config.file: {where}: {message}") from None
+    if config.tls_server_config:
+        for name in ("cert_file", "key_file"):
+            file = getattr(config.tls_server_config, name)
+            if not file.is_file():
+                raise ConfigError(f"--web.config.file: tls_server_config.{name}: no such file {file}")
+    return config
+
+
+class BasicAuth:
+    """Checks `Authorization: Basic` headers against bcrypt hashes, remembering good pairs (bcrypt is slow on
+    purpose; a scrape every 15 s must not pay it each time)."""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self._users = {u: h.encode() for u, h in users.items()}
+        self._good: set[bytes] = set()
+
+    def _parse(self, header: str) -> tuple[bytes, bytes, bytes] | None:
+        """Returns (password, its user's hash, cache key), or None for a malformed header or an unknown user."""
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        hashed = self._users.get(user)
+        if not sep or hashed is None:
+            return None
+        return password.encode(), hashed, hashlib.sha256(hashed + b"\0" + password.encode()).digest()
+
+    def known(self, header: str) -> bool | None:
+        """Returns True for a pair already checked, False for a header that cannot pass, None when bcrypt must say."""
+        parsed = self._parse(header)
+        if parsed is None:
+            return False
+        return True if any(hmac.compare_digest(parsed[2], good) for good in self._good) else None
+
+    def check(self, header: str) -> bool:
+        """Returns True when the header carries a configured user and its password (slow: bcrypt)."""
+        parsed = self._parse(header)
+        if parsed is None or not bcrypt.checkpw(parsed[0], parsed[1]):
+            return False
+        if len(self._good) < 1024:
+            self._good.add(parsed[2])
+        return True

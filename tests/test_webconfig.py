@@ -1,0 +1,86 @@
+"""`--web.config.file`: TLS and basic authentication, over real sockets."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+import subprocess
+from pathlib import Path
+
+import bcrypt
+import httpx
+import pytest
+
+from exporter.cli import main
+from exporter.config import ConfigError
+from exporter.webconfig import load_web_config
+from tests.helpers import maxcompute_exporter, running_exporter
+
+HASH = bcrypt.hashpw(b"scrape-pass", bcrypt.gensalt(4)).decode().replace("$2b$", "$2y$", 1)
+
+
+def exporter():
+    return maxcompute_exporter("http://127.0.0.1:9", interval="1h", snapshot_interval="1h", job_info_interval="1h")
+
+
+async def test_basic_auth_rejects_missing_and_wrong_passwords(tmp_path: Path) -> None:
+    web_file = tmp_path / "web.yml"
+    web_file.write_text(f"basic_auth_users:\n  prometheus: '{HASH}'\n")
+    web = load_web_config(web_file)
+    async with running_exporter(exporter(), web=web) as url, httpx.AsyncClient() as client:
+        assert (await client.get(url + "/metrics")).status_code == 401
+        assert (await client.get(url + "/metrics", auth=("prometheus", "wrong"))).status_code == 401
+        assert (await client.get(url + "/metrics", auth=("nobody", "scrape-pass"))).status_code == 401
+        good = await client.get(url + "/metrics", auth=("prometheus", "scrape-pass"))
+        assert good.status_code == 200 and b"cloud_job_exporter_build_info" in good.content
+        assert (await client.get(url + "/", auth=("prometheus", "scrape-pass"))).status_code == 200
+        garbage = await client.get(url + "/metrics", headers={"Authorization": "Basic " +
+                                                               base64.b64encode(b"no-colon").decode()})
+        assert garbage.status_code == 401 and garbage.headers["www-authenticate"].startswith("Basic")
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out",
+                    str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+async def test_tls_serves_https(tmp_path: Path, certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    web_file = tmp_path / "web.yml"
+    web_file.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+    web = load_web_config(web_file)
+    async with running_exporter(exporter(), web=web) as url:
+        assert url.startswith("https://")
+        context = ssl.create_default_context(cafile=str(cert))
+        async with httpx.AsyncClient(verify=context) as client:
+            assert (await client.get(url + "/-/healthy")).status_code == 200
+        async with httpx.AsyncClient() as plain:
+            with pytest.raises(httpx.TransportError):
+                await plain.get(url.replace("https://", "http://") + "/-/healthy")
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("basic_auth_users:\n  bob: hunter2\n", "--web.config.file: basic_auth_users.bob: expected a bcrypt hash "
+     "($2y$..., $2b$... or $2a$...), not a plain password"),
+    ("tls_server_config:\n  cert_file: /nope.crt\n  key_file: /nope.key\n",
+     "--web.config.file: tls_server_config.cert_file: no such file /nope.crt"),
+    ("tls_config:\n  cert_file: x\n", "--web.config.file: tls_config: unknown key; remove it or check its spelling"),
+])
+def test_bad_web_config_names_the_key(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        load_web_config(path)
+    assert str(info.value) == message
+    assert "hunter2" not in str(info.value)
+
+
+def test_cli_stops_on_a_bad_web_config(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text("basic_auth_users: [1]\n")
+    assert main(["--demo", "--web.config.file", str(path)]) == 1
+    assert capsys.readouterr().err.startswith("error: --web.config.file: basic_auth_users:")
