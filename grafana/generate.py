@@ -698,7 +698,7 @@ def emr() -> dict:
             "CU-hours of ended runs per hour, by queue.",
             [
                 target(
-                    f"sum by (workspace, queue) (rate(emr_spark_job_run_cu_hours_total{{{sel}}}[{RATE}])) * 3600",
+                    f"sum by (workspace, queue) (rate(emr_spark_job_run_cu_seconds_total{{{sel}}}[{RATE}]))",
                     "{{workspace}} {{queue}}",
                 )
             ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from collections.abc import Mapping
+from typing import Any
 
 from exporter.metrics.context import SourceContext
 from exporter.metrics.format import Family, counter, frozen_histogram, gauge, labels
@@ -25,13 +26,17 @@ ENDED_SUMS = (
      "vCore-seconds of the runs that ended (vcoreSeconds), by queue."),
     (ENDED_MEMORY_BYTE_SECONDS, "emr_spark_job_run_memory_byte_seconds_total",
      "Memory of the runs that ended, in byte-seconds (mbSeconds x 1048576), by queue."),
-    (ENDED_CU_HOURS, "emr_spark_job_run_cu_hours_total",
-     "Estimated CU-hours of the runs that ended (cuHours; the bill has the actual figure), by queue."),
+    (ENDED_CU_HOURS, "emr_spark_job_run_cu_seconds_total",
+     "Estimated CU-seconds of the runs that ended (cuHours x 3600; the bill has the actual figure), by queue."),
 )  # fmt: skip
+SCALE = {ENDED_CU_HOURS: 3600.0}  # CU-hours become CU-seconds: Prometheus base units (promtool rejects `hours`)
 
 
-def _rows(base: tuple[tuple[str, str], ...], names: tuple[str, ...], series: Mapping[LabelValues, object]) -> list:
-    return [(labels((*base, *zip(names, values, strict=True))), v) for values, v in series.items()]
+def _rows(
+    base: tuple[tuple[str, str], ...], names: tuple[str, ...], series: Mapping[LabelValues, Any], scale: float = 1.0
+) -> list:
+    return [(labels((*base, *zip(names, values, strict=True))), v * scale if scale != 1 else v)
+            for values, v in series.items()]
 
 
 def job_run_families(ctx: SourceContext, result: SparkJobRuns) -> tuple[list[Family], int]:
@@ -50,7 +55,7 @@ def job_run_families(ctx: SourceContext, result: SparkJobRuns) -> tuple[list[Fam
                          "submitTime), by queue, final state and code type.",
                          _rows(base, GROUP, ended.histograms.get(ENDED_DURATION, {}))),
     ]
-    families += [counter(name, help_, _rows(base, ("queue",), ended.counters.get(key, {})))
+    families += [counter(name, help_, _rows(base, ("queue",), ended.counters.get(key, {}), SCALE.get(key, 1.0)))
                  for key, name, help_ in ENDED_SUMS]
     capped = dataclasses.replace(ctx, max_job_series=min(ctx.max_job_series, result.job_series_budget))
     kept, dropped = capped.capped(result.active, lambda r: r.vcore_seconds)

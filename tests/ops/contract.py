@@ -47,7 +47,7 @@ GAUGES_AND_COUNTERS = [
     "emr_spark_job_runs_finished_total",
     "emr_spark_job_run_vcore_seconds_total",
     "emr_spark_job_run_memory_byte_seconds_total",
-    "emr_spark_job_run_cu_hours_total",
+    "emr_spark_job_run_cu_seconds_total",
     "dataarts_jobs",
     "dataarts_job_last_instance_status",
     "dataarts_job_last_instance_end_timestamp_seconds",
@@ -85,7 +85,7 @@ PENDING = {
     "emr_spark_job_run_duration_seconds",
     "emr_spark_job_run_vcore_seconds_total",
     "emr_spark_job_run_memory_byte_seconds_total",
-    "emr_spark_job_run_cu_hours_total",
+    "emr_spark_job_run_cu_seconds_total",
     # DataArts Factory
     "dataarts_jobs",
     "dataarts_job_last_instance_status",

@@ -385,7 +385,7 @@ async def test_rendered_families() -> None:
     assert value("emr_spark_job_run_duration_seconds_sum", state="Failed", code_type="SQL") == 60
     assert value("emr_spark_job_run_vcore_seconds_total") == 100
     assert value("emr_spark_job_run_memory_byte_seconds_total") == 2048 * MB
-    assert value("emr_spark_job_run_cu_hours_total") == 0.25
+    assert value("emr_spark_job_run_cu_seconds_total") == 0.25 * 3600
     per_run = [(dict(k), v) for (n, k), v in samples.items() if n == "emr_spark_job_run_submitted_timestamp_seconds"]
     assert len(per_run) == 2 and dropped == 0
     labels, submitted = next(p for p in per_run if p[0]["job_run_id"] == "jr-00001")
