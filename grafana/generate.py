@@ -694,8 +694,8 @@ def emr() -> dict:
             stack=True,
         ),
         timeseries(
-            "CU-hours per hour",
-            "CU-hours of ended runs per hour, by queue.",
+            "CUs used by ended runs",
+            "CU-seconds of ended runs per second (cuHours x 3600), by queue: the CUs they held on average.",
             [
                 target(
                     f"sum by (workspace, queue) (rate(emr_spark_job_run_cu_seconds_total{{{sel}}}[{RATE}]))",

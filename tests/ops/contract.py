@@ -70,14 +70,6 @@ HISTOGRAMS = [
 GAUGE_HISTOGRAMS = ["maxcompute_snapshot_job_waiting_seconds", "maxcompute_snapshot_job_cpu_usage_to_request_ratio"]
 
 PENDING = {
-    # GetJobInfo (finished MaxCompute jobs)
-    "maxcompute_jobs_finished_total",
-    "maxcompute_job_wait_duration_seconds",
-    "maxcompute_job_run_duration_seconds",
-    "maxcompute_job_cpu_core_seconds_total",
-    "maxcompute_job_memory_byte_seconds_total",
-    "maxcompute_job_input_bytes_total",
-    "maxcompute_job_diagnostics_total",
     # EMR Serverless Spark
     "emr_spark_job_runs",
     "emr_spark_job_run_submitted_timestamp_seconds",
