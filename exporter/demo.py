@@ -12,6 +12,7 @@ from exporter.logs import add_secret_source
 from exporter.runtime import build, serve
 from exporter.simulator import Simulator
 from exporter.simulator import dataarts_factory as dataarts_sim
+from exporter.simulator import emr_serverless_spark as emr_sim
 from exporter.simulator.run import serve as serve_simulator
 from exporter.webconfig import WebConfig
 
@@ -26,6 +27,8 @@ def demo_sources(endpoint: str) -> list[dict]:
          "interval": "5s", "snapshot_interval": "10s", "job_info_interval": "5s"},
         {"name": "demo-dataarts", "kind": "dataarts_factory", "region": "cn-north-4", "endpoint": endpoint,
          "interval": "10s", "project_id": dataarts_sim.PROJECT_ID, "workspaces": list(dataarts_sim.WORKSPACES[1:])},
+        {"name": "demo-emr-spark", "kind": "emr_serverless_spark", "region": REGION, "endpoint": endpoint,
+         "interval": "5s", "lookback": "10m", "workspaces": list(emr_sim.WORKSPACES)},
     ]
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 
 from exporter.simulator.app import AcsGateway, App
 from exporter.simulator.dataarts_factory import DataArtsFactoryService, HuaweiGateway
+from exporter.simulator.emr_serverless_spark import EmrServerlessSparkService
 from exporter.simulator.faults import FAULT_NAMES, Faults, FaultSettings
 from exporter.simulator.maxcompute import MaxComputeService
 from exporter.simulator.workload import Quota, Workload, WorkloadParams
@@ -41,6 +42,8 @@ class Simulator(App):
         self.workload = Workload(workload, seed=seed, clock=clock)
         self.maxcompute = MaxComputeService(self.workload, self.faults)
         self.add_service(self.maxcompute, self.alibaba_gateway("MaxCompute"))
+        self.emr = EmrServerlessSparkService(self.faults, seed=seed, clock=clock)
+        self.add_service(self.emr, self.alibaba_gateway("emr-serverless-spark"))
         self.dataarts = DataArtsFactoryService(self.faults, seed=seed, clock=clock)
         self.add_service(self.dataarts, HuaweiGateway(self.credentials, self.security_tokens))
 
