@@ -75,9 +75,11 @@ class FakeListJobRuns:
         size = int(params["maxResults"])
         if not 1 <= size <= 100:
             return httpx.Response(400, json={"requestId": "r", "code": "InvalidParameter", "message": "maxResults"})
-        runs = [r for r in self.runs if r["workspaceId"] == request.url.path.split("/")[4]]
+        workspace = request.url.path.split("/")[4]
+        runs = [r for r in self.runs if r["workspaceId"] == workspace]
         if "states" in params:
-            runs = [r for r in runs if r["state"] in json.loads(params["states"])]
+            states = json.loads(params["states"])
+            runs = [r for r in runs if r["state"] in states]
         if "endTime" in params:
             window = json.loads(params["endTime"])
             runs = [r for r in runs if "endTime" in r and window["startTime"] <= r["endTime"] <= window["endTime"]]
