@@ -20,7 +20,9 @@ def one(**overrides: object) -> dict:
 
 def test_example_config_loads_with_its_settings() -> None:
     config = load_config(ROOT / "examples" / "config.yaml")
-    first, second = config.sources
+    first, second, spark, dataarts = config.sources
+    assert (spark.kind, spark.workspaces, spark.lookback) == ("emr_serverless_spark", ["w-d2d82aa09155abcd"], 3600)
+    assert (dataarts.kind, dataarts.workspaces, dataarts.job_types) == ("dataarts_factory", [], ["BATCH", "REAL_TIME"])
     assert (first.name, first.kind, first.interval, first.snapshot_interval) == ("mc-prod", "maxcompute", 30, 60)
     assert first.quotas == ["os_bigdata", "etl_quota"] and first.owner_label == "hash"
     assert second.credentials.access_key_id_file == Path("/etc/cloud-job-exporter/secrets/access_key_id")
