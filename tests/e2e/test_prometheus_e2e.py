@@ -43,27 +43,13 @@ DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
 PROMETHEUS = shutil.which("prometheus")
 
 # Metrics the demo does not export yet: dashboard queries over them alone may return nothing.
-NOT_IN_DEMO_YET = {
-    # Rare in the demo: only finished jobs that MaxCompute diagnosed (skew, lack of resources) count.
-    "maxcompute_job_diagnostics_total",
-    # EMR Serverless Spark: no demo source yet
-    "emr_spark_job_runs",
-    "emr_spark_job_run_submitted_timestamp_seconds",
-    "emr_spark_job_runs_finished_total",
-    "emr_spark_job_run_duration_seconds_bucket",
-    "emr_spark_job_run_vcore_seconds_total",
-    "emr_spark_job_run_memory_byte_seconds_total",
-    "emr_spark_job_run_cu_seconds_total",
-    # DataArts Factory: no demo source yet
-    "dataarts_jobs",
-    "dataarts_job_last_instance_status",
-    "dataarts_job_last_instance_end_timestamp_seconds",
-    "dataarts_job_start_timestamp_seconds",
-}
+NOT_IN_DEMO_YET: set[str] = set()  # every source kind is in the demo now; add a metric here only with its reason
 # The APIs polled on a timer; GetJobInfo is called only for jobs that left the running set.
 POLLED_EVERY_INTERVAL = {"GetRunningJobs", "ListJobSnapshotInfos"}
 STARVED_QUOTA = "os_bigdata"
 STARVED_JOBS = 25
+DIAGNOSED_QUOTA = "etl_quota"  # a subscription quota
+DIAGNOSED_JOBS = 10
 GRAFANA_BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
 METRIC_RE = re.compile(r"\b(?:maxcompute|emr_spark|dataarts|cloud_job_exporter)_[a-zA-Z0-9_]*")
 
@@ -89,13 +75,14 @@ def http(method: str, url: str, body: dict | None = None, timeout: float = 5) ->
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, logs: Callable[[], str]) -> T:
-    """Polls `probe` until it returns something other than None or False; fails after `timeout` seconds."""
+    """Polls `probe` until it returns something truthy (not None, False or an empty result); fails after `timeout`
+    seconds."""
     deadline = time.monotonic() + timeout
     last_error = ""
     while time.monotonic() < deadline:
         try:
             result = probe()
-            if result is not None and result is not False:
+            if result:
                 return result
         except (OSError, KeyError, ValueError) as exc:
             last_error = f" (last error: {exc})"
@@ -295,6 +282,53 @@ def test_vendor_outage_fires_source_down(outage: Outage) -> None:
     assert outage.server_errors and all(float(s["value"][1]) > 0 for s in outage.server_errors)
 
 
+@pytest.fixture(scope="module")
+def diagnosed(stack: Stack) -> list[dict]:
+    """Jobs diagnosed LackResource by GetJobInfo: jobs of DIAGNOSED_QUOTA that waited an hour start now; once the
+    exporter has seen at least DIAGNOSED_JOBS of them run, every running job is cancelled (target_running 0) and the
+    workload restored, so that they end at once and the exporter reads their diagnosis."""
+    workload = f"{stack.simulator_url}/-/sim/workload"
+    target = http("GET", workload)["maxcompute"]["target_running"]
+    http(
+        "POST",
+        workload,
+        # Twice as many: a few have runs so short that they end before the exporter sees them run.
+        {
+            "starve": {
+                "count": 2 * DIAGNOSED_JOBS,
+                "waited_seconds": 3600,
+                "remaining_seconds": 0,
+                "quota": DIAGNOSED_QUOTA,
+            }
+        },
+    )
+    waited_an_hour = (
+        f'count(maxcompute_running_job_started_timestamp_seconds{{quota="{DIAGNOSED_QUOTA}"}} '
+        f'- maxcompute_running_job_submitted_timestamp_seconds{{quota="{DIAGNOSED_QUOTA}"}} >= 3600)'
+        f" >= {DIAGNOSED_JOBS}"
+    )
+    wait_for("the exporter to see the starved jobs running", lambda: stack.query(waited_an_hour), 30, stack.logs)
+    http("POST", workload, {"target_running": 0})
+    http("POST", workload, {"target_running": target})
+    query = f'maxcompute_job_diagnostics_total{{scene="LackResource", quota="{DIAGNOSED_QUOTA}"}}'
+    return wait_for(
+        "LackResource diagnostics of the cancelled jobs",
+        lambda: (found := stack.query(query)) and sum(float(s["value"][1]) for s in found) >= DIAGNOSED_JOBS and found,
+        45,
+        stack.logs,
+    )
+
+
+def test_diagnosed_jobs_are_counted(diagnosed: list[dict]) -> None:
+    assert sum(float(series["value"][1]) for series in diagnosed) >= DIAGNOSED_JOBS
+    for series in diagnosed:
+        labels = series["metric"]
+        assert labels["source"] == "demo-maxcompute"
+        assert labels["scene_tag"] == "SubscriptionLackResource"
+        assert labels["severity"] == "warning"
+        assert labels["project"]
+
+
 def dashboard_queries() -> list[tuple[str, str]]:
     """(where, PromQL with variables at 'All') for every panel target and query variable of every dashboard."""
     found = []
@@ -315,8 +349,8 @@ def dashboard_queries() -> list[tuple[str, str]]:
     ]
 
 
-def test_every_dashboard_query_returns_data(stack: Stack, outage: Outage) -> None:
-    # After the outage, so that the error counters have series too.
+def test_every_dashboard_query_returns_data(stack: Stack, outage: Outage, diagnosed: list[dict]) -> None:
+    # After the outage and the diagnosed jobs, so that the error and diagnostics counters have series too.
     queries = dashboard_queries()
     assert len(queries) > 50
     pending = dict(queries)
