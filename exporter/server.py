@@ -28,7 +28,7 @@ class Reply:
     """One HTTP response."""
 
     status: int
-    body: bytes
+    body: bytes | tuple[bytes, ...]  # chunks are written in order, never joined
     content_type: str = "text/plain; charset=utf-8"
     headers: tuple[tuple[bytes, bytes], ...] = ()
 
@@ -68,10 +68,18 @@ class App:
         if scope["type"] != "http":  # served with lifespan="off": nothing else arrives
             return
         reply = self.route(scope) if await self._allowed(scope) else UNAUTHORIZED
-        headers = [(b"content-type", reply.content_type.encode()), (b"content-length", str(len(reply.body)).encode()),
-                   *reply.headers]
+        chunks = (reply.body,) if isinstance(reply.body, bytes) else reply.body
+        headers = [(b"content-type", reply.content_type.encode()),
+                   (b"content-length", str(sum(map(len, chunks))).encode()), *reply.headers]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else reply.body})
+        if scope["method"] == "HEAD" or not chunks:
+            await send({"type": "http.response.body", "body": b""})
+            return
+        # One message per chunk: the server's flow control then holds about one chunk in its write buffer, where a
+        # body of tens of MB sent whole would be copied whole into it, for every scrape in flight.
+        for chunk in chunks[:-1]:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": chunks[-1]})
 
     async def _allowed(self, scope: Scope) -> bool:
         if self._auth is None:
@@ -104,10 +112,9 @@ class App:
         """Returns the current exposition in the negotiated format and encoding."""
         exposition = self._poller.exposition
         if "application/openmetrics-text" in accept:
-            body, gz = exposition.openmetrics()
-            content_type = OPENMETRICS_CONTENT_TYPE
+            body, gz, content_type = exposition.om_chunks, exposition.om_gzipped, OPENMETRICS_CONTENT_TYPE
         else:
-            body, gz, content_type = exposition.text, exposition.gzipped, TEXT_CONTENT_TYPE
+            body, gz, content_type = exposition.chunks, exposition.gzipped, TEXT_CONTENT_TYPE
         vary = (b"vary", b"Accept, Accept-Encoding")
         if _accepts_gzip(accept_encoding):
             return Reply(200, gz, content_type, ((b"content-encoding", b"gzip"), vary))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from exporter.metrics import dataarts_factory, emr_serverless_spark, maxcompute
-from exporter.metrics.format import Family, assemble
+from exporter.metrics.format import Family, Segment, gzip_member, pieces
 from exporter.metrics.selfmetrics import self_families
 from exporter.sources.base import Fetched
 from exporter.store import View
@@ -16,30 +15,38 @@ from exporter.store import View
 # Result type -> renderer(ctx, result) -> (families, per-job series dropped). One line per result type.
 RENDERERS: dict[type, Any] = {**maxcompute.RENDERERS, **emr_serverless_spark.RENDERERS, **dataarts_factory.RENDERERS}
 GZIP_LEVEL = 6
+# Pieces at least this long get a deflate segment of their own, kept while the piece lives; shorter ones (headers,
+# aggregate and self-metric families) are joined with their neighbours and compressed afresh at each render.
+OWN_SEGMENT = 16 * 1024
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Exposition:
-    """One rendered exposition: text-format bytes, their gzip, and the OpenMetrics form made on first demand."""
+    """One rendered exposition in both formats: the body as chunks to write in order (never joined: the large ones
+    are the families' own bytes), and its gzip."""
 
-    text: bytes
+    chunks: tuple[bytes, ...]
     gzipped: bytes
-    families: list[Family] = field(repr=False)
-    _openmetrics: tuple[bytes, bytes] | None = None
+    om_chunks: tuple[bytes, ...]
+    om_gzipped: bytes
+
+    @property
+    def text(self) -> bytes:
+        """Returns the text-format body as one bytes object (a copy: for tests and tools, not for serving)."""
+        return b"".join(self.chunks)
 
     def openmetrics(self) -> tuple[bytes, bytes]:
-        """Returns (OpenMetrics bytes, their gzip), rendered once for this exposition."""
-        if self._openmetrics is None:
-            body = assemble(self.families, openmetrics=True)
-            self._openmetrics = (body, gzip.compress(body, GZIP_LEVEL, mtime=0))
-        return self._openmetrics
+        """Returns (OpenMetrics bytes, their gzip), the bytes joined (a copy: for tests and tools)."""
+        return b"".join(self.om_chunks), self.om_gzipped
 
 
 class Renderer:
     """Renders views; an API's families are rendered once per poll result and reused until the next."""
 
-    def __init__(self) -> None:
+    def __init__(self, gzip_level: int = GZIP_LEVEL) -> None:
         self._cache: dict[tuple[str, str], tuple[Fetched, list[Family], int]] = {}
+        self._level = gzip_level
+        self._segments: dict[int, Segment] = {}  # id(piece) -> its segment, for the pieces of the last render
 
     def _api_families(self, view: View, key: tuple[str, str], data: Fetched) -> tuple[list[Family], int]:
         cached = self._cache.get(key)
@@ -71,6 +78,34 @@ class Renderer:
 
     def render(self, view: View) -> Exposition:
         """Returns the exposition of a view, compressed; CPU-bound, meant to run off the event loop."""
-        families = self.families(view)
-        text = assemble(families, openmetrics=False)
-        return Exposition(text, gzip.compress(text, GZIP_LEVEL, mtime=0), families)
+        return self.expose(self.families(view))
+
+    def expose(self, families: list[Family]) -> Exposition:
+        """Returns the exposition of the families in both formats. Only pieces not seen in the last render are
+        compressed: an unchanged API's families reuse their segments, and OpenMetrics reuses the text's."""
+        segments: dict[int, Segment] = {}
+        text = self._segmented(pieces(families, openmetrics=False), segments)
+        om = self._segmented(pieces(families, openmetrics=True), segments)
+        self._segments = segments
+        return Exposition(tuple(s.data for s in text), gzip_member(text), tuple(s.data for s in om), gzip_member(om))
+
+    def _segmented(self, parts: list[bytes], keep: dict[int, Segment]) -> list[Segment]:
+        """Returns segments covering `parts` in order: a large part's own (reused when the last render had it, the
+        part itself kept alive by the segment, so its id stays its own), runs of small parts joined and compressed."""
+        out: list[Segment] = []
+        small: list[bytes] = []
+        for part in parts:
+            if len(part) < OWN_SEGMENT:
+                small.append(part)
+                continue
+            if small:
+                out.append(Segment.of(b"".join(small), self._level))
+                small = []
+            seg = keep.get(id(part)) or self._segments.get(id(part))
+            if seg is None or seg.data is not part:
+                seg = Segment.of(part, self._level)
+            keep[id(part)] = seg
+            out.append(seg)
+        if small:
+            out.append(Segment.of(b"".join(small), self._level))
+        return out
