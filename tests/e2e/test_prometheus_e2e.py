@@ -2,12 +2,14 @@
 
 1. Starts `python -m exporter --demo` and `prometheus` on free loopback ports (scrape and rule evaluation every
    second; a copy of deploy/prometheus/alerts.yaml with every `for:` set to 0s).
-2. Makes the simulator starve jobs of one quota (`POST /-/sim/workload`) and asserts that
-   MaxComputeJobsWaitingTooLong fires for that quota with at least that many jobs.
-3. Takes the simulated APIs down (`POST /-/sim/faults`) and asserts that CloudJobExporterSourceDown fires for
-   every MaxCompute API and that the failed polls are counted with reason `server`; then lifts the fault and waits
-   for the source to come back.
-4. Runs every query of every Grafana dashboard (panels and variables, with variables at "All") through
+2. Drives the simulator (`POST /-/sim/workload`) and asserts that the matching alerts fire with the culprit's labels:
+   starved jobs of one quota fire MaxComputeJobsWaitingTooLong; Spark runs failing in a queue of their own fire
+   EmrSparkJobRunsFailing; the demo's failed DataArts batch instances fire DataArtsBatchJobLastInstanceFailed.
+3. Takes the simulated APIs down (`POST /-/sim/faults`) and asserts that CloudJobExporterSourceDown fires for the
+   MaxCompute source's polled APIs and that the failed polls are counted with reason `server`; then lifts the fault
+   and waits for the source to come back.
+4. Makes jobs that waited an hour end, so that GetJobInfo's LackResource diagnostics are counted.
+5. Runs every query of every Grafana dashboard (panels and variables, with variables at "All") through
    /api/v1/query: each must parse and return at least one series. Only queries of metrics in NOT_IN_DEMO_YET may
    come back empty; that list shrinks as the demo grows (a listed metric that has data is reported as a warning).
 
@@ -48,6 +50,7 @@ NOT_IN_DEMO_YET: set[str] = set()  # every source kind is in the demo now; add a
 POLLED_EVERY_INTERVAL = {"GetRunningJobs", "ListJobSnapshotInfos"}
 STARVED_QUOTA = "os_bigdata"
 STARVED_JOBS = 25
+FAILING_QUEUE = "e2e_failing_queue"
 DIAGNOSED_QUOTA = "etl_quota"  # a subscription quota
 DIAGNOSED_JOBS = 10
 GRAFANA_BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
@@ -235,6 +238,50 @@ def test_starved_jobs_fire_jobs_waiting_too_long(stack: Stack) -> None:
     assert alert["labels"]["source"] == "demo-maxcompute"
     assert alert["labels"]["severity"] == "warning"
     assert STARVED_QUOTA in alert["annotations"]["description"]
+
+
+def test_failing_spark_runs_fire_emr_runs_failing(stack: Stack) -> None:
+    """Runs that fail in a queue of their own: one first (so that the counter's series exists and increase() sees
+    the rest arrive), then several more."""
+    workload = f"{stack.simulator_url}/-/sim/workload"
+    workspace = next(iter(http("GET", workload)["emr_serverless_spark"]))
+    submit = {
+        "workspace": workspace,
+        "outcome": "Failed",
+        "wait_seconds": 0,
+        "run_seconds": 1,
+        "queue": FAILING_QUEUE,
+        "code_type": "SQL",
+    }
+    http("POST", workload, {"service": "emr_serverless_spark", "submit": {**submit, "count": 1}})
+    counted = f'emr_spark_job_runs_finished_total{{queue="{FAILING_QUEUE}", state="Failed"}}'
+    wait_for("the first failed run to be counted", lambda: stack.query(counted), 30, stack.logs)
+    http("POST", workload, {"service": "emr_serverless_spark", "submit": {**submit, "count": 10}})
+
+    def fired() -> dict | None:
+        alerts = [a for a in stack.firing("EmrSparkJobRunsFailing") if a["labels"]["queue"] == FAILING_QUEUE]
+        return alerts[0] if alerts else None
+
+    alert = wait_for(f"EmrSparkJobRunsFailing for queue {FAILING_QUEUE}", fired, 45, stack.logs)
+    assert alert["labels"]["workspace"] == workspace
+    assert alert["labels"]["source"] == "demo-emr-spark"
+    assert float(alert["value"]) == 1.0
+
+
+def test_failed_batch_instances_fire_dataarts_alert(stack: Stack) -> None:
+    """The demo's DataArts workload has batch jobs whose last instance failed (7% fail, 2% running-exception)."""
+    alerts = wait_for(
+        "DataArtsBatchJobLastInstanceFailed",
+        lambda: stack.firing("DataArtsBatchJobLastInstanceFailed"),
+        30,
+        stack.logs,
+    )
+    for alert in alerts:
+        labels = alert["labels"]
+        assert labels["source"] == "demo-dataarts"
+        assert labels["status"] in {"fail", "running-exception"}
+        assert labels["job_name"] and labels["project_id"] and "workspace" in labels
+        assert labels["job_name"] in alert["annotations"]["summary"]
 
 
 @dataclass
