@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -75,35 +75,52 @@ def text(record: Mapping[str, Any], key: str, *, required: bool = False) -> str:
     return value
 
 
-def number(record: Mapping[str, Any], key: str, scale: float = 1.0) -> float | None:
-    """Returns a numeric field times `scale`, None when absent; raises BadRecord for a wrong type or NaN."""
+MB = 1024 * 1024  # the vendors' MB are mebibytes
+
+
+def number(record: Mapping[str, Any], key: str, scale: int | float = 1) -> float | None:
+    """Returns a numeric field times `scale`, None when absent; raises BadRecord for a wrong type or NaN.
+
+    Integers stay integers when `scale` is one (an int is written to the exposition faster and without `.0`)."""
     value = record.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise BadRecord(f"{key} is not a number")
-    return value * scale
+    return value * scale if scale != 1 else value
+
+
+def parse_page(raw: list[Any], parse: Callable[[Mapping[str, Any]], T], skips: Skips) -> list[T]:
+    """Returns the records of one page parsed; bad ones are counted (`bad_field`) and skipped."""
+    parsed: list[T] = []
+    for item in raw:
+        try:
+            if not isinstance(item, Mapping):
+                raise BadRecord("record is not an object")
+            parsed.append(parse(item))
+        except BadRecord:
+            skips.add("bad_field")
+    return parsed
+
+
+def unique(records: Iterable[T], skips: Skips, *, key: Callable[[T], Hashable]) -> list[T]:
+    """Returns the records unique by `key`, first seen wins (records move between pages while they are read);
+    repeats are counted as `duplicate`."""
+    seen: dict[Hashable, T] = {}
+    for record in records:
+        k = key(record)
+        if k in seen:
+            skips.add("duplicate")
+        else:
+            seen[k] = record
+    return list(seen.values())
 
 
 def parse_records(
     raw: list[Any], parse: Callable[[Mapping[str, Any]], T], skips: Skips, *, key: Callable[[T], Hashable]
 ) -> list[T]:
-    """Returns the parsed records, unique by `key` (first seen wins: records move between pages while they are read);
-    bad ones are counted (`bad_field`, `duplicate`) and skipped."""
-    seen: dict[Hashable, T] = {}
-    for item in raw:
-        try:
-            if not isinstance(item, Mapping):
-                raise BadRecord("record is not an object")
-            record = parse(item)
-        except BadRecord:
-            skips.add("bad_field")
-            continue
-        if key(record) in seen:
-            skips.add("duplicate")
-            continue
-        seen[key(record)] = record
-    return list(seen.values())
+    """Returns the parsed records, unique by `key`; bad ones and repeats are counted and skipped."""
+    return unique(parse_page(raw, parse, skips), skips, key=key)
 
 
 def records_of(data: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:

@@ -35,14 +35,13 @@ from exporter.model import (
     SparkJobRuns,
 )
 from exporter.sources.alibaba import AcsCaller, acs_caller, json_param
-from exporter.sources.base import Api, BadRecord, Fetched, PollError, Skips, number, parse_records, records_of, text
+from exporter.sources.base import MB, Api, BadRecord, Fetched, PollError, Skips, number, parse_records, records_of, text
 from exporter.tally import RecentIds, Tally
 
 VERSION = "2023-08-08"
 ACTION = "ListJobRuns"
 PAGE_SIZE = 100  # the documented maximum of `maxResults`
 ACTIVE_STATES = ("Submitted", "Pending", "Running", "Cancelling")
-MB = 1024 * 1024
 # The ended-runs window starts this long before the end of the previous one (at least a minute), so a run whose
 # `endTime` becomes visible late, or is stamped by a clock slightly behind ours, still falls in a window.
 MIN_OVERLAP = 60.0

@@ -23,22 +23,23 @@ from exporter.credentials import Credentials
 from exporter.model import JobSnapshot, RunningJob, RunningJobs, SnapshotJob
 from exporter.sources.alibaba import AcsCaller, acs_caller
 from exporter.sources.base import (
+    MB,
     Api,
     BadRecord,
     Fetched,
     Skips,
     integer_field,
     number,
-    parse_records,
+    parse_page,
     records_of,
     text,
+    unique,
 )
 from exporter.sources.maxcompute_jobinfo import FinishedJobTracker
 
 VERSION = "2022-01-04"
 RUNNING_PAGE_SIZE = 20  # the documented maximum for GetRunningJobs
 SNAPSHOT_PAGE_SIZE = 100  # undocumented maximum; Alibaba list APIs commonly cap at 100
-MB = 1024 * 1024
 
 log = structlog.get_logger(__name__)
 INSTANCE_ID = attrgetter("instance_id")
@@ -159,19 +160,26 @@ class MaxComputeSource:
         now = int(self._clock())
         skips = Skips()
 
+        read = [0]
+
         async def page(n: int) -> Page:
             data = await self._caller.call(
                 "GetRunningJobs", "GET", "/api/v1/jobs/runningJobs", query=self._running_query(n, now)
             )
-            return records_of(data, "runningJobInfoList"), integer_field(data, "totalCount")
+            raw = records_of(data, "runningJobInfoList")
+            read[0] += len(raw)
+            # Parsed as each page arrives: a few ms on the event loop at a time, and the raw JSON is freed early.
+            return parse_page(raw, parse_running_job, skips), integer_field(data, "totalCount")
 
-        raw, pages = await fetch_all_pages(page, RUNNING_PAGE_SIZE, self._config.max_pages, skips, "GetRunningJobs")
-        jobs = parse_records(raw, parse_running_job, skips, key=INSTANCE_ID)
+        parsed, pages = await fetch_all_pages(
+            page, RUNNING_PAGE_SIZE, self._config.max_pages, skips, "GetRunningJobs"
+        )
+        jobs = unique(parsed, skips, key=INSTANCE_ID)
         self._observe("GetRunningJobs", jobs, skips)
         if self._config.projects:  # GetRunningJobs has no project filter of its own
             wanted = set(self._config.projects)
             jobs = [j for j in jobs if j.project in wanted]
-        return Fetched(RunningJobs(tuple(jobs)), pages, len(raw), dict(skips.counts))
+        return Fetched(RunningJobs(tuple(jobs)), pages, read[0], dict(skips.counts))
 
     def _snapshot_request(self, page: int, at: int) -> tuple[dict[str, Any], dict[str, Any]]:
         cfg = self._config
@@ -192,24 +200,26 @@ class MaxComputeSource:
         at = int(self._clock())
         skips = Skips()
         snapshot_times: list[float] = []
+        read = [0]
 
         async def page(n: int) -> Page:
             query, body = self._snapshot_request(n, at)
             data = await self._caller.call(
                 "ListJobSnapshotInfos", "POST", "/api/v1/jobs/snapshot", query=query, body=body
             )
-            records = records_of(data, "jobInfoList")
-            snapshot_times.extend(t for r in records[:1] if isinstance(r, Mapping)
+            raw = records_of(data, "jobInfoList")
+            read[0] += len(raw)
+            snapshot_times.extend(t for r in raw[:1] if isinstance(r, Mapping)
                                   and isinstance(t := r.get("snapshotTime"), int | float))
-            return records, integer_field(data, "totalCount")
+            return parse_page(raw, parse_snapshot_job, skips), integer_field(data, "totalCount")
 
-        raw, pages = await fetch_all_pages(
+        parsed, pages = await fetch_all_pages(
             page, SNAPSHOT_PAGE_SIZE, self._config.max_pages, skips, "ListJobSnapshotInfos"
         )
-        jobs = parse_records(raw, parse_snapshot_job, skips, key=INSTANCE_ID)
+        jobs = unique(parsed, skips, key=INSTANCE_ID)
         self._observe("ListJobSnapshotInfos", jobs, skips)
         if len(self._config.quotas) > 1:
             wanted = set(self._config.quotas)
             jobs = [j for j in jobs if j.quota in wanted]
         snapshot_time = max(snapshot_times) if snapshot_times else float(at)
-        return Fetched(JobSnapshot(tuple(jobs), snapshot_time), pages, len(raw), dict(skips.counts))
+        return Fetched(JobSnapshot(tuple(jobs), snapshot_time), pages, read[0], dict(skips.counts))

@@ -20,10 +20,9 @@ from exporter.auth.aliyun import percent_encode
 from exporter.config import MaxComputeConfig
 from exporter.model import FinishedJobs
 from exporter.sources.alibaba import AcsCaller
-from exporter.sources.base import BadRecord, Fetched, PollError, number, text
+from exporter.sources.base import MB, BadRecord, Fetched, PollError, number, text
 from exporter.tally import RecentIds, Tally
 
-MB = 1024 * 1024
 CU_CORE_SECONDS = 100  # GetJobInfo's cuUsage is in units of 100 x core x seconds
 NOT_FOUND = "OBJECT_NOT_EXIST"
 # Statuses that end a job. Others (running, waiting, ...) are not final; a status outside both is final only when
