@@ -49,6 +49,7 @@ class Poller:
         self._throttled_in_a_row: dict[Key, int] = {}
         self._failing: dict[Key, str] = {}
         self._published_fresh: frozenset[Key] = frozenset()
+        self.polled = 0  # APIs whose first poll the current exposition shows
         self.exposition: Exposition = self._renderer.render(store.view(clock()))
 
     async def poll_once(self, target: Target) -> None:
@@ -96,6 +97,8 @@ class Poller:
             view = self.store.view(self._clock())
             self._published_fresh = self._fresh_keys(view.now)
             self.exposition = await asyncio.to_thread(self._renderer.render, view)
+            # Ready means /metrics shows every API's first poll, so it turns only once that poll is published.
+            self.polled = sum(1 for s in view.states if s.polls)
 
     def _fresh_keys(self, now: float) -> frozenset[Key]:
         return frozenset((s.source, s.api) for s in self.store.states.values() if s.fresh_data(now) is not None)

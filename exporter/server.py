@@ -99,11 +99,10 @@ class App:
         if path == "/-/healthy":
             return Reply(200, b"Healthy\n")
         if path == "/-/ready":
-            states = self._poller.store.states.values()
-            done = sum(1 for s in states if s.polls)
-            if done == len(states):
+            done, total = self._poller.polled, len(self._poller.store.states)
+            if done == total:
                 return Reply(200, b"Ready\n")
-            return Reply(503, f"Not ready: {done} of {len(states)} APIs have finished a poll\n".encode())
+            return Reply(503, f"Not ready: {done} of {total} APIs have finished a poll\n".encode())
         if path == "/":
             return Reply(200, self.landing_page().encode(), "text/html; charset=utf-8")
         return Reply(404, b"Not Found\n")

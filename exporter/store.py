@@ -101,10 +101,6 @@ class Store:
         """Counts a scheduled poll that did not run (the previous one still running, or backing off)."""
         self.polls_skipped[(*key, reason)] += 1
 
-    def ready(self) -> bool:
-        """Returns True once every API has finished at least one poll."""
-        return all(s.polls > 0 for s in self.states.values())
-
     def view(self, now: float) -> View:
         """Returns an immutable copy for rendering."""
         requests = {

@@ -48,7 +48,7 @@ async def test_health_readiness_and_landing_page() -> None:
     async with running_exporter(exporter) as url, httpx.AsyncClient() as client:
         assert (await client.get(url + "/-/healthy")).status_code == 200
         first = await client.get(url + "/-/ready")
-        assert first.status_code == 200 or "of 2 APIs have finished a poll" in first.text
+        assert first.status_code == 200 or "of 3 APIs have finished a poll" in first.text
         await eventually(lambda: client.get(url + "/-/ready"), check_status=200)  # failed polls count as finished
         page = await client.get(url + "/")
         assert page.headers["content-type"].startswith("text/html")
