@@ -286,7 +286,6 @@ def test_failed_batch_instances_fire_dataarts_alert(stack: Stack) -> None:
 
 @dataclass
 class Outage:
-    alerts_before: list[dict]
     alerts_during: list[dict]
     server_errors: list[dict]
 
@@ -295,7 +294,13 @@ class Outage:
 def outage(stack: Stack) -> Outage:
     """Takes every simulated API down until CloudJobExporterSourceDown fires for the MaxCompute source's polled
     APIs, then back up until that source is."""
-    before = [a for a in stack.firing("CloudJobExporterSourceDown") if a["labels"]["source"] == "demo-maxcompute"]
+    up = 'cloud_job_exporter_source_up{source="demo-maxcompute"}'
+
+    def healthy() -> bool:
+        down = [a for a in stack.firing("CloudJobExporterSourceDown") if a["labels"]["source"] == "demo-maxcompute"]
+        return bool((series := stack.query(up)) and all(s["value"][1] == "1" for s in series) and not down)
+
+    wait_for("the MaxCompute source to be up, with no alert, before the outage", healthy, 30, stack.logs)
     http("POST", f"{stack.simulator_url}/-/sim/faults", {"down": True})
     try:
 
@@ -311,18 +316,14 @@ def outage(stack: Stack) -> Outage:
         http("POST", f"{stack.simulator_url}/-/sim/faults", {"reset": True})
     wait_for(
         "the source to come back after the outage",
-        lambda: (
-            (up := stack.query('cloud_job_exporter_source_up{source="demo-maxcompute"}'))
-            and all(s["value"][1] == "1" for s in up)
-        ),
+        lambda: (series := stack.query(up)) and all(s["value"][1] == "1" for s in series),
         60,
         stack.logs,
     )
-    return Outage(before, during, errors)
+    return Outage(during, errors)
 
 
 def test_vendor_outage_fires_source_down(outage: Outage) -> None:
-    assert outage.alerts_before == []
     assert {a["labels"]["api"] for a in outage.alerts_during} >= POLLED_EVERY_INTERVAL
     assert all(a["labels"]["kind"] == "maxcompute" for a in outage.alerts_during)
     assert all(a["labels"]["severity"] == "warning" for a in outage.alerts_during)
