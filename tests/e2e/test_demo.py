@@ -65,9 +65,9 @@ def test_demo_shows_live_metrics_within_seconds(demo) -> None:
 def test_demo_metrics_change_and_finished_jobs_appear(demo) -> None:
     url, _ = demo
     first = wait_for(url + "/metrics", lambda t: "maxcompute_jobs_finished_total{" in t, timeout=45)
-    second = wait_for(url + "/metrics", lambda t: t != first, timeout=15)
-    assert samples(first)["maxcompute_running_job_progress_ratio"] != samples(second)[
-        "maxcompute_running_job_progress_ratio"]
+    progress = samples(first)["maxcompute_running_job_progress_ratio"]
+    # The workload lives: a later poll shows jobs' progress moved (or other jobs running).
+    wait_for(url + "/metrics", lambda t: samples(t)["maxcompute_running_job_progress_ratio"] != progress, timeout=20)
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (.ci/run installs prometheus)")
