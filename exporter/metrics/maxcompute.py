@@ -8,7 +8,16 @@ from functools import lru_cache
 from operator import attrgetter
 
 from exporter.metrics.context import SourceContext
-from exporter.metrics.format import Buckets, Family, counter, frozen_histogram, gauge, histogram, labels
+from exporter.metrics.format import (
+    Buckets,
+    Family,
+    counter,
+    frozen_histogram,
+    gauge,
+    histogram,
+    labels,
+    per_job_gauge,
+)
 from exporter.model import FinishedJobs, JobSnapshot, RunningJob, RunningJobs, SnapshotJob
 
 WAITING_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
@@ -32,9 +41,9 @@ def _rows(ctx: SourceContext, names: tuple[str, ...], table: dict[tuple[str, ...
 
 
 @lru_cache(maxsize=1 << 17)
-def job_labels(*pairs: tuple[str, str]) -> str:
-    """Returns the label string of one job; cached, because a job keeps its labels from one poll to the next."""
-    return labels(pairs)
+def job_prefix(*pairs: tuple[str, str]) -> str:
+    """Returns `labels} ` of one job, the part its samples share; cached, as a job keeps its labels between polls."""
+    return labels(pairs) + "} "
 
 
 RUNNING_PER_JOB: list[tuple[str, str, Callable[[RunningJob], float | None]]] = [
@@ -65,9 +74,9 @@ def running_families(ctx: SourceContext, result: RunningJobs) -> tuple[list[Fami
     kept, dropped = ctx.capped(jobs, attrgetter("cu_snapshot"))
     if kept:
         source, region = ("source", ctx.source), ("region", ctx.region)
-        lab = [job_labels(source, region, ("project", j.project), ("quota", j.quota), ctx.owner(j.owner),
-                          ("instance_id", j.instance_id)) for j in kept]
-        families += [gauge(name, help_, zip(lab, map(get, kept), strict=True)) for name, help_, get in RUNNING_PER_JOB]
+        prefixes = [job_prefix(source, region, ("project", j.project), ("quota", j.quota), ctx.owner(j.owner),
+                               ("instance_id", j.instance_id)) for j in kept]
+        families += [per_job_gauge(name, help_, prefixes, map(get, kept)) for name, help_, get in RUNNING_PER_JOB]
     return families, dropped
 
 
@@ -136,10 +145,10 @@ def snapshot_families(ctx: SourceContext, result: JobSnapshot) -> tuple[list[Fam
     kept, dropped = ctx.capped(jobs, attrgetter("cpu_usage_cores"))
     if kept:
         source, region = ("source", ctx.source), ("region", ctx.region)
-        lab = [job_labels(source, region, ("project", j.project), ("quota", j.quota), ("job_type", j.job_type),
-                          ctx.owner(j.owner), ("priority", j.priority), ("instance_id", j.instance_id))
-               for j in kept]
-        families += [gauge(name, help_, zip(lab, map(get, kept), strict=True)) for name, help_, get in SNAPSHOT_PER_JOB]
+        prefixes = [job_prefix(source, region, ("project", j.project), ("quota", j.quota), ("job_type", j.job_type),
+                               ctx.owner(j.owner), ("priority", j.priority), ("instance_id", j.instance_id))
+                    for j in kept]
+        families += [per_job_gauge(name, help_, prefixes, map(get, kept)) for name, help_, get in SNAPSHOT_PER_JOB]
     return families, dropped
 
 
