@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import threading
 from collections.abc import Callable
@@ -105,6 +106,10 @@ async def serve(
         log.info("listening", address=url, sources=len(exporter.sources), apis=len(exporter.targets))
         if started:
             started(url)
+        # Everything alive now (modules, config, clients) lives as long as the process: moving it out of the
+        # collector's view keeps its full collections short while polls allocate, so they do not stall scrapes.
+        gc.collect()
+        gc.freeze()
         scheduler.start()
         await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
         scheduler.shutdown(wait=False)

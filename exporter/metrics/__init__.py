@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -80,7 +81,16 @@ class Renderer:
 
     def render(self, view: View) -> Exposition:
         """Returns the exposition of a view, compressed; CPU-bound, meant to run off the event loop."""
-        return self.expose(self.families(view))
+        # A render makes hundreds of thousands of short-lived tuples and strings; a full collection among them would
+        # hold the GIL for tens of milliseconds and stall the event loop. Nothing it makes forms a cycle, so the
+        # collector waits until the render is done.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self.expose(self.families(view))
+        finally:
+            if was_enabled:
+                gc.enable()
 
     def expose(self, families: list[Family]) -> Exposition:
         """Returns the exposition of the families in both formats. Only pieces not seen in the last render are

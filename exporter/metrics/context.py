@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 T = TypeVar("T")
+
+
+class PrefixCache:
+    """The per-job label prefixes of one renderer's last render, reused by the next: a job keeps its labels from
+    poll to poll, and building them is most of a cold render. Holds only the jobs of the last render, in one dict of
+    strings, so it is bounded and costs the garbage collector next to nothing."""
+
+    def __init__(self) -> None:
+        self._last: dict[Hashable, str] = {}
+
+    def prefixes(self, jobs: Iterable[tuple[Hashable, T]], make: Callable[[T], str]) -> list[str]:
+        """Returns the prefix of each (key, job), made by `make` for the keys the last render did not have."""
+        last, current = self._last, {}
+        out = []
+        for key, job in jobs:
+            prefix = last.get(key)
+            if prefix is None:
+                prefix = make(job)
+            current[key] = prefix
+            out.append(prefix)
+        self._last = current
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +42,11 @@ class SourceContext:
     per_job_series: bool = True
     max_job_series: int = 5000
     owner_label: str = "keep"  # keep, hash or drop
+    caches: dict[str, PrefixCache] = field(default_factory=dict, compare=False, repr=False)
+
+    def cache(self, name: str) -> PrefixCache:
+        """Returns this source's prefix cache for one family set (renders of one API run one at a time)."""
+        return self.caches.setdefault(name, PrefixCache())
 
     def owner(self, value: str) -> tuple[str, str]:
         """Returns the owner label pair as configured: kept, replaced by a stable hash, or dropped (no name)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from functools import lru_cache
 from operator import attrgetter
 
 from exporter.metrics.context import SourceContext
@@ -40,10 +39,18 @@ def _rows(ctx: SourceContext, names: tuple[str, ...], table: dict[tuple[str, ...
     return [(labels((*base, *zip(names, key, strict=True))), value) for key, value in table.items()]
 
 
-@lru_cache(maxsize=1 << 17)
-def job_prefix(*pairs: tuple[str, str]) -> str:
-    """Returns `labels} ` of one job, the part its samples share; cached, as a job keeps its labels between polls."""
-    return labels(pairs) + "} "
+def _running_prefix(ctx: SourceContext) -> Callable[[RunningJob], str]:
+    """Returns a function making `labels} `, the part a running job's samples share."""
+    base = (("source", ctx.source), ("region", ctx.region))
+    return lambda j: labels((*base, ("project", j.project), ("quota", j.quota), ctx.owner(j.owner),
+                             ("instance_id", j.instance_id))) + "} "
+
+
+def _snapshot_prefix(ctx: SourceContext) -> Callable[[SnapshotJob], str]:
+    """Returns a function making `labels} `, the part a snapshot job's samples share."""
+    base = (("source", ctx.source), ("region", ctx.region))
+    return lambda j: labels((*base, ("project", j.project), ("quota", j.quota), ("job_type", j.job_type),
+                             ctx.owner(j.owner), ("priority", j.priority), ("instance_id", j.instance_id))) + "} "
 
 
 RUNNING_PER_JOB: list[tuple[str, str, Callable[[RunningJob], float | None]]] = [
@@ -73,9 +80,9 @@ def running_families(ctx: SourceContext, result: RunningJobs) -> tuple[list[Fami
     ]
     kept, dropped = ctx.capped(jobs, attrgetter("cu_snapshot"))
     if kept:
-        source, region = ("source", ctx.source), ("region", ctx.region)
-        prefixes = [job_prefix(source, region, ("project", j.project), ("quota", j.quota), ctx.owner(j.owner),
-                               ("instance_id", j.instance_id)) for j in kept]
+        # Keyed by the labels' values (a job's record changes every poll, its labels do not).
+        keyed = (((j.instance_id, j.project, j.quota, j.owner), j) for j in kept)
+        prefixes = ctx.cache("running").prefixes(keyed, _running_prefix(ctx))
         families += [per_job_gauge(name, help_, prefixes, map(get, kept)) for name, help_, get in RUNNING_PER_JOB]
     return families, dropped
 
@@ -144,10 +151,8 @@ def snapshot_families(ctx: SourceContext, result: JobSnapshot) -> tuple[list[Fam
                               _rows(ctx, (), {(): result.snapshot_time})))
     kept, dropped = ctx.capped(jobs, attrgetter("cpu_usage_cores"))
     if kept:
-        source, region = ("source", ctx.source), ("region", ctx.region)
-        prefixes = [job_prefix(source, region, ("project", j.project), ("quota", j.quota), ("job_type", j.job_type),
-                               ctx.owner(j.owner), ("priority", j.priority), ("instance_id", j.instance_id))
-                    for j in kept]
+        keyed = (((j.instance_id, j.project, j.quota, j.job_type, j.owner, j.priority), j) for j in kept)
+        prefixes = ctx.cache("snapshot").prefixes(keyed, _snapshot_prefix(ctx))
         families += [per_job_gauge(name, help_, prefixes, map(get, kept)) for name, help_, get in SNAPSHOT_PER_JOB]
     return families, dropped
 
