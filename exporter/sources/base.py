@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import structlog
+
 T = TypeVar("T")
+log = structlog.get_logger("exporter.sources")
 
 
 class PollError(Exception):
@@ -58,6 +62,44 @@ class Skips:
         """Counts `n` records left out for `reason`."""
         if n > 0:
             self.counts[reason] += n
+
+
+Page = tuple[list[Any], int]  # one page's records and the total the page reports
+
+
+async def gather_or_cancel(coroutines: Iterable[Awaitable[T]]) -> list[T]:
+    """Returns the results in order; when one raises, the others are cancelled and its exception is raised as it is
+    (not in a group), so no request outlives a failed poll."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(c) for c in coroutines]  # type: ignore[arg-type]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [t.result() for t in tasks]
+
+
+async def fetch_numbered_pages(
+    fetch_page: Callable[[int], Awaitable[Page]], page_size: int, max_pages: int, skips: Skips, api: str, *, first: int
+) -> tuple[list[Any], int]:
+    """Returns (every record of every page, pages read) of an API paged by number from `first` with a total.
+
+    The first page gives the total; the rest are read concurrently (the caller bounds the concurrency), and when one
+    fails the others are cancelled, so no request outlives its poll. Records that arrive while paging push others
+    past the first total, so while any page reports a larger total the extra pages are read too, up to `max_pages`.
+    """
+    records, total = await fetch_page(first)
+    records = list(records)
+    read = 1
+    while read < (wanted := max(1, math.ceil(total / page_size))) and read < max_pages:
+        batch = range(first + read, first + min(wanted, max_pages))
+        for page_records, page_total in await gather_or_cancel(fetch_page(n) for n in batch):
+            records.extend(page_records)
+            total = max(total, page_total)
+        read += len(batch)
+    if read < (wanted := math.ceil(total / page_size)):
+        skips.add("page_limit", total - read * page_size)
+        log.warning("page limit reached", api=api, total_count=total, pages=wanted, max_pages=max_pages)
+    return records, read
 
 
 def text(record: Mapping[str, Any], key: str, *, required: bool = False) -> str:

@@ -7,10 +7,8 @@ between pages while the pages are read.
 
 from __future__ import annotations
 
-import asyncio
-import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from operator import attrgetter
 from typing import Any
 
@@ -27,7 +25,9 @@ from exporter.sources.base import (
     Api,
     BadRecord,
     Fetched,
+    Page,
     Skips,
+    fetch_numbered_pages,
     integer_field,
     number,
     parse_page,
@@ -43,30 +43,6 @@ SNAPSHOT_PAGE_SIZE = 100  # undocumented maximum; Alibaba list APIs commonly cap
 
 log = structlog.get_logger(__name__)
 INSTANCE_ID = attrgetter("instance_id")
-Page = tuple[list[Mapping[str, Any]], int]
-
-
-async def fetch_all_pages(
-    fetch_page: Callable[[int], Awaitable[Page]], page_size: int, max_pages: int, skips: Skips, api: str
-) -> tuple[list[Mapping[str, Any]], int]:
-    """Returns (every record of every page, pages read).
-
-    Page 1 gives the total; the rest are read concurrently. Jobs that arrive while paging push others onto pages past
-    the first total, so while any page reports a larger total, the extra pages are read too, up to `max_pages`.
-    """
-    records, total = await fetch_page(1)
-    records = list(records)
-    read = 1
-    while read < (wanted := max(1, math.ceil(total / page_size))) and read < max_pages:
-        batch = range(read + 1, min(wanted, max_pages) + 1)
-        for page_records, page_total in await asyncio.gather(*(fetch_page(n) for n in batch)):
-            records.extend(page_records)
-            total = max(total, page_total)
-        read = batch[-1]
-    if read < (wanted := math.ceil(total / page_size)):
-        skips.add("page_limit", total - read * page_size)
-        log.warning("page limit reached", api=api, total_count=total, pages=wanted, max_pages=max_pages)
-    return records, read
 
 
 def parse_running_job(item: Mapping[str, Any]) -> RunningJob:
@@ -171,8 +147,8 @@ class MaxComputeSource:
             # Parsed as each page arrives: a few ms on the event loop at a time, and the raw JSON is freed early.
             return parse_page(raw, parse_running_job, skips), integer_field(data, "totalCount")
 
-        parsed, pages = await fetch_all_pages(
-            page, RUNNING_PAGE_SIZE, self._config.max_pages, skips, "GetRunningJobs"
+        parsed, pages = await fetch_numbered_pages(
+            page, RUNNING_PAGE_SIZE, self._config.max_pages, skips, "GetRunningJobs", first=1
         )
         jobs = unique(parsed, skips, key=INSTANCE_ID)
         self._observe("GetRunningJobs", jobs, skips)
@@ -213,8 +189,8 @@ class MaxComputeSource:
                                   and isinstance(t := r.get("snapshotTime"), int | float))
             return parse_page(raw, parse_snapshot_job, skips), integer_field(data, "totalCount")
 
-        parsed, pages = await fetch_all_pages(
-            page, SNAPSHOT_PAGE_SIZE, self._config.max_pages, skips, "ListJobSnapshotInfos"
+        parsed, pages = await fetch_numbered_pages(
+            page, SNAPSHOT_PAGE_SIZE, self._config.max_pages, skips, "ListJobSnapshotInfos", first=1
         )
         jobs = unique(parsed, skips, key=INSTANCE_ID)
         self._observe("ListJobSnapshotInfos", jobs, skips)

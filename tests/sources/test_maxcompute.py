@@ -217,3 +217,21 @@ async def test_connection_and_timeout_failures() -> None:
         with pytest.raises(PollError) as info:
             await make_source(handler).running_jobs()
         assert info.value.reason == reason
+
+
+async def test_no_page_request_outlives_a_failed_poll() -> None:
+    import asyncio
+
+    api = FakeRunningJobs([running_job(i) for i in range(200)])  # 10 pages
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.params["pageNumber"] == "2":
+            return httpx.Response(500, json={"Code": "InternalError"})
+        await asyncio.sleep(0.05)
+        return api(request)
+
+    with pytest.raises(PollError):
+        await make_source(handler, max_concurrency=2).running_jobs()
+    sent = len(api.requests)
+    await asyncio.sleep(0.3)
+    assert len(api.requests) == sent < 9, "the pages still queued were cancelled with the poll"
