@@ -44,9 +44,18 @@ def _reason_for(status: int, code: str) -> str:
     return "client"
 
 
-def _decode(response: httpx.Response) -> Any:
-    """Returns the JSON body; raises PollError(bad_response) for a body that is not JSON."""
-    return json_body(response, response.headers.get("x-acs-request-id"))
+def _decode(response: httpx.Response, retry_after: float | None) -> Any:
+    """Returns the JSON body; raises PollError for a body that is not JSON: `bad_response` with a success status, the
+    reason the status gives otherwise (a load balancer's 503 HTML page is the vendor's side, `server`)."""
+    try:
+        return json_body(response, response.headers.get("x-acs-request-id"))
+    except PollError as exc:
+        status = response.status_code
+        if 200 <= status < 300:
+            raise
+        raise PollError("throttled" if retry_after else _reason_for(status, ""),
+                        f"HTTP {status} with a body that is not JSON", request_id=exc.request_id,
+                        retry_after=retry_after) from None
 
 
 def _request_id(body: Any, response: httpx.Response) -> str | None:
@@ -66,9 +75,9 @@ def json_param(value: Any) -> str:
 def parse_envelope(response: httpx.Response, *, enveloped: bool = True) -> Mapping[str, Any]:
     """Returns `data` of a successful response (the whole body when the product does not wrap it, `enveloped=False`,
     as EMR Serverless Spark does); raises PollError with the reason otherwise."""
-    body = _decode(response)
-    rid = _request_id(body, response)
     retry_after = _retry_after(response)
+    body = _decode(response, retry_after)
+    rid = _request_id(body, response)
     if not isinstance(body, Mapping):
         raise PollError("bad_response", f"HTTP {response.status_code} with a JSON body that is not an object",
                         request_id=rid)

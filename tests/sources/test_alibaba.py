@@ -48,3 +48,23 @@ def test_json_param_is_compact_sorted_and_keeps_non_ascii():
     assert json_param(["Running", "Submitted"]) == '["Running","Submitted"]'
     assert json_param({"startTime": 1, "endTime": 2}) == '{"endTime":2,"startTime":1}'
     assert json_param([{"value": "生产", "key": "env"}]) == '[{"key":"env","value":"生产"}]'
+
+
+@pytest.mark.parametrize("enveloped", [True, False])
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [(502, "server"), (503, "server"), (429, "throttled"), (401, "auth"), (403, "auth"), (404, "client"),
+     (200, "bad_response")],
+)
+def test_a_body_that_is_not_json_keeps_the_reason_of_its_status(enveloped, status, reason):
+    response = httpx.Response(status, text="<html>unavailable</html>", headers={"x-acs-request-id": "lb"})
+    with pytest.raises(PollError, match=f"HTTP {status} with a body that is not JSON") as caught:
+        parse_envelope(response, enveloped=enveloped)
+    assert (caught.value.reason, caught.value.request_id) == (reason, "lb")
+
+
+def test_a_body_that_is_not_json_keeps_the_wait_asked_for():
+    response = httpx.Response(503, text="busy", headers={"retry-after": "30"})
+    with pytest.raises(PollError) as caught:
+        parse_envelope(response)
+    assert (caught.value.reason, caught.value.retry_after) == ("throttled", 30.0)

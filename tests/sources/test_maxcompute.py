@@ -170,7 +170,7 @@ def envelope(**overrides: Any) -> dict[str, Any]:
                     headers={"x-acs-retry-after": "60000"}), "throttled"),
     (httpx.Response(429, json={"RequestId": "g1", "Code": "TooMany"}, headers={"retry-after": "30"}), "throttled"),
     (httpx.Response(500, json={"RequestId": "g1", "Code": "InternalError", "Message": "boom"}), "server"),
-    (httpx.Response(503, text="<html>unavailable</html>"), "bad_response"),
+    (httpx.Response(503, text="<html>unavailable</html>"), "server"),
     (httpx.Response(200, text='{"requestId": "x", "httpCode": 200, "data": {"runningJobInf'), "bad_response"),
     (httpx.Response(200, json=envelope(httpCode=500, errorCode="InternalError")), "server"),
     (httpx.Response(200, json=envelope(httpCode=403, errorCode="NoPermission")), "auth"),
