@@ -71,7 +71,6 @@ class FinishedJobs:
     """
 
     tally: FrozenTally
-    pending: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,10 +151,10 @@ class MaxComputeSource:
             page, RUNNING_PAGE_SIZE, self._config.max_pages, skips, "GetRunningJobs", first=1
         )
         jobs = unique(parsed, skips, key=INSTANCE_ID)
-        self._observe("GetRunningJobs", jobs, skips)
         if self._config.projects:  # GetRunningJobs has no project filter of its own
             wanted = set(self._config.projects)
             jobs = [j for j in jobs if j.project in wanted]
+        self._observe("GetRunningJobs", jobs, skips)
         return Fetched(RunningJobs(tuple(jobs)), pages, read[0], dict(skips.counts))
 
     def _snapshot_request(self, page: int, at: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -193,9 +193,9 @@ class MaxComputeSource:
             page, SNAPSHOT_PAGE_SIZE, self._config.max_pages, skips, "ListJobSnapshotInfos", first=1
         )
         jobs = unique(parsed, skips, key=INSTANCE_ID)
-        self._observe("ListJobSnapshotInfos", jobs, skips)
         if len(self._config.quotas) > 1:
             wanted = set(self._config.quotas)
             jobs = [j for j in jobs if j.quota in wanted]
-        snapshot_time = max(snapshot_times) if snapshot_times else float(at)
+        self._observe("ListJobSnapshotInfos", jobs, skips)
+        snapshot_time = max(snapshot_times) if snapshot_times else None
         return Fetched(JobSnapshot(tuple(jobs), snapshot_time), pages, read[0], dict(skips.counts))

@@ -106,7 +106,8 @@ class FinishedJobTracker:
     async def poll(self) -> Fetched:
         """Asks GetJobInfo about a batch of queued jobs; returns the cumulative counts.
 
-        Raises the first PollError when any call failed (those jobs stay queued; the others are recorded)."""
+        Raises the first PollError when any call failed (those jobs stay queued, each failure counting as one of
+        its attempts; the others are recorded and show at the next successful round)."""
         batch = list(self._pending)[: self._config.job_info_batch]
         outcomes = await asyncio.gather(*(self._ask(i) for i in batch), return_exceptions=True)
         failures = [o for o in outcomes if isinstance(o, BaseException)]
@@ -115,28 +116,36 @@ class FinishedJobTracker:
         if failures:
             raise failures[0]
         skipped, self._skips = dict(self._skips), Counter()
-        return Fetched(FinishedJobs(self._tally.freeze(), len(self._pending)), len(batch), len(batch), skipped)
+        return Fetched(FinishedJobs(self._tally.freeze()), len(batch), len(batch), skipped)
 
     async def _ask(self, instance_id: str) -> None:
         try:
             record = await self._caller.call("GetJobInfo", "GET", f"/api/v1/jobs/{percent_encode(instance_id)}/info")
         except PollError as exc:
-            if exc.code != NOT_FOUND:
-                raise
-            self._settle(instance_id, "not_found")
-            return
+            if exc.code == NOT_FOUND:
+                self._settle(instance_id, "not_found")
+                return
+            # A job whose every ask fails (a project the key may not read) must not hold the API down for good.
+            self._attempted(instance_id, "failed")
+            raise
         try:
             if is_final(record):
                 if self._recorded.add(instance_id):
                     record_finished(self._tally, record)
                 self._settle(instance_id, None)
-            elif self._pending.get(instance_id, 0) + 1 >= self._config.job_info_max_attempts:
-                log.info("job never reported finished; giving up", instance_id=instance_id)
-                self._settle(instance_id, "gave_up")
-            elif instance_id in self._pending:
-                self._pending[instance_id] += 1
+            else:
+                self._attempted(instance_id, "gave_up")
         except BadRecord:
             self._settle(instance_id, "bad_field")
+
+    def _attempted(self, instance_id: str, reason: str) -> None:
+        """Counts one round without an answer for the job; after `job_info_max_attempts` it is given up."""
+        if instance_id not in self._pending:
+            return
+        self._pending[instance_id] += 1
+        if self._pending[instance_id] >= self._config.job_info_max_attempts:
+            log.info("job info not to be had; giving up", instance_id=instance_id, reason=reason)
+            self._settle(instance_id, reason)
 
     def _settle(self, instance_id: str, skipped: str | None) -> None:
         """Takes a job off the queue for good, counting why when it was not recorded."""

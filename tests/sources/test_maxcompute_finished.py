@@ -226,3 +226,43 @@ async def test_histograms_over_http_match_the_known_jobs() -> None:
     done = metrics["maxcompute_jobs_finished_total"]
     assert done[frozenset(group | {("status", "terminated")})] == 3
     assert metrics["maxcompute_job_cpu_core_seconds_total"][frozenset(group)] == 3 * 2 * 100
+
+
+async def test_a_job_whose_asks_always_fail_is_given_up_and_the_api_recovers() -> None:
+    fake = FakeMaxCompute()
+    source = source_for(fake, job_info_max_attempts=3)
+    fake.running = ["locked", "fine"]
+    await source.running_jobs()
+    fake.running = []
+    fake.finish("fine")
+    fake.failing = {"locked"}  # e.g. a project this key may not read: every ask fails
+    await source.running_jobs()
+    for _ in range(3):
+        with pytest.raises(PollError):
+            await source.finished.poll()
+    recovered = await source.finished.poll()
+    assert recovered.skipped == {"failed": 1}
+    assert finished(recovered) == {("p1", "q1", "SQL", "terminated"): 1}
+    assert fake.info_calls.count("locked") == 3
+
+
+async def test_jobs_of_projects_not_configured_are_not_asked_about() -> None:
+    fake = FakeMaxCompute()
+    source = source_for(fake, projects=["other"])
+    fake.running = ["a"]  # FakeMaxCompute's jobs are in project p1
+    await source.running_jobs()
+    fake.running = []
+    fake.finish("a")
+    await source.running_jobs()
+    await source.finished.poll()
+    assert fake.info_calls == []
+
+
+async def test_a_listing_cut_short_by_the_page_limit_queues_nothing() -> None:
+    fake = FakeMaxCompute()
+    source = source_for(fake, max_pages=1)
+    fake.running = [f"j{i}" for i in range(30)]  # two pages of 20; only the first is read
+    await source.running_jobs()
+    fake.running = [f"j{i}" for i in range(10, 40)]  # the first page now holds other jobs
+    await source.running_jobs()
+    assert source.finished.pending == 0, "jobs merely not read are not taken for finished"
