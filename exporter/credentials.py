@@ -66,9 +66,12 @@ class CredentialProvider:
         self._files = _FileCache()
 
     def _value(self, source: KeySource, required: bool) -> str | None:
-        value = self._files.read(source.file) if source.file else os.environ.get(source.env or "")
+        value = self._files.read(source.file) if source.file else os.environ.get(source.env or "", "").strip()
         if required and not value:
             raise CredentialError(f"credential not set: {source.describe()} is empty or missing")
+        if value and not value.isprintable():
+            # A header cannot carry it, and the HTTP library's complaint would quote the value.
+            raise CredentialError(f"credential unusable: {source.describe()} holds a control character")
         return value or None
 
     def __call__(self) -> Credentials:

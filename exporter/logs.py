@@ -44,7 +44,8 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info if as_json else structlog.processors.StackInfoRenderer(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,  # tracebacks become text before the redactor reads them
             _redactor,
             renderer,
         ],

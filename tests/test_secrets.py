@@ -1,0 +1,69 @@
+"""Secrets never leak: not in logs (JSON or console, tracebacks included), not in poll errors, not in a repr."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import structlog
+
+from exporter.credentials import CredentialError, CredentialProvider, KeySource
+from exporter.logs import add_secret_source, configure_logging, redact
+
+SECRET = "s3cr3t-Value-that-must-not-leak"
+
+
+@pytest.fixture
+def registered_secret() -> None:
+    add_secret_source(lambda: [SECRET])
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_log_lines_and_tracebacks_are_scrubbed(fmt: str, registered_secret, capsys) -> None:
+    configure_logging(fmt, "info")
+    log = structlog.get_logger("test")
+    log.warning("poll failed", error=f"the server echoed {SECRET}")
+    try:
+        raise ValueError(f"bad header value {SECRET}")
+    except ValueError:
+        log.exception("poll crashed")
+    err = capsys.readouterr().err
+    assert SECRET not in err
+    assert err.count("[REDACTED]") >= 2
+    if fmt == "json":
+        assert all(json.loads(line) for line in err.strip().splitlines())
+
+
+def test_redact_replaces_every_occurrence(registered_secret) -> None:
+    assert redact(f"a {SECRET} b {SECRET}") == "a [REDACTED] b [REDACTED]"
+
+
+def test_env_credentials_are_trimmed_and_control_characters_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("T_ID", "AKID\n")
+    monkeypatch.setenv("T_SECRET", " secret ")
+    provider = CredentialProvider(KeySource(env="T_ID"), KeySource(env="T_SECRET"), KeySource(env="T_TOKEN"))
+    creds = provider()
+    assert (creds.key_id, creds.secret, creds.security_token) == ("AKID", "secret", None)
+    assert "secret" not in repr(creds)
+    monkeypatch.setenv("T_TOKEN", "STS.abc\x07def")
+    with pytest.raises(CredentialError) as info:
+        provider()
+    assert "T_TOKEN holds a control character" in str(info.value) and "abc" not in str(info.value)
+
+
+async def test_a_poll_error_echoing_a_secret_is_scrubbed_before_the_landing_page(registered_secret) -> None:
+    from exporter.metrics.context import SourceContext
+    from exporter.poller import Poller, Target
+    from exporter.server import App
+    from exporter.sources.base import Api, PollError
+    from exporter.store import Store
+
+    async def echoing() -> None:
+        raise PollError("client", f"HTTP 400 InvalidParameter: token {SECRET} is malformed")
+
+    store = Store()
+    store.add_api(SourceContext("mc", "maxcompute", "cn-hangzhou"), "GetRunningJobs", 30, 90)
+    poller = Poller(store)
+    await poller.poll_once(Target("mc", Api("GetRunningJobs", 30, echoing)))
+    page = App(poller).landing_page()
+    assert "InvalidParameter" in page and SECRET not in page
