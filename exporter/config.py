@@ -125,17 +125,24 @@ class SourceConfig(Strict):
     owner_label: Literal["keep", "hash", "drop"] = "keep"
     credentials: CredentialsConfig = CredentialsConfig()
 
+    def poll_intervals(self) -> tuple[float, ...]:
+        """Returns the interval of each polled API (kinds with several schedules add theirs)."""
+        return (self.interval,)
+
+    @model_validator(mode="after")
+    def _stale_after_covers_every_interval(self) -> SourceConfig:
+        longest = max(self.poll_intervals())
+        if self.stale_after is not None and self.stale_after < longest:
+            raise ValueError(f"stale_after: expected at least the longest poll interval ({longest:g}s), or series "
+                             f"would vanish between two polls; got {self.stale_after:g}s")
+        return self
+
     @field_validator("endpoint")
     @classmethod
     def _endpoint_is_base_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^/\s]+/?$", value):
             raise ValueError("expected a base URL such as https://host or http://127.0.0.1:8080 (no path)")
         return value.rstrip("/") if value else value
-
-    @property
-    def staleness(self) -> float:
-        """Returns how old an API's last good data may get before its series are dropped."""
-        return self.stale_after or 3 * self.interval
 
 
 class MaxComputeConfig(SourceConfig):
@@ -159,6 +166,10 @@ class MaxComputeConfig(SourceConfig):
     def default_endpoint(self) -> str:
         """Returns the regional HTTPS endpoint."""
         return f"https://maxcompute.{self.region}.aliyuncs.com"
+
+    def poll_intervals(self) -> tuple[float, ...]:
+        """Returns the interval of each polled API."""
+        return (self.interval, self.snapshot_interval, self.job_info_interval)
 
 
 HUAWEI_ENV = ("HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK", "HUAWEICLOUD_SDK_SECURITY_TOKEN")
@@ -292,6 +303,8 @@ def _describe(error: dict[str, Any], data: Any) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     if re.match(r"^sources\[\d+\][\w.]*: ", message):
         return message  # a model-level check that already names its key
+    if kind == "value_error" and (named := re.match(r"^([a-z_]+): (.*)$", message)):
+        return f"{where}.{named.group(1)}: {named.group(2)}"  # a source-level check naming one of its keys
     return f"{where}: {message}"
 
 

@@ -16,12 +16,21 @@ import structlog
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from exporter.logs import redact
 from exporter.metrics import Exposition, Renderer
 from exporter.sources.base import Api, PollError
 from exporter.store import Key, Store
 
 log = structlog.get_logger("exporter.poller")
 MAX_BACKOFF = 600.0
+
+
+def poll_time_limit(interval: float) -> float:
+    """Returns how long one poll may run before it is abandoned as a timeout: three intervals, at least a minute.
+
+    Without a limit, a poll stuck in slow pages would hold `source_up` at its last value while its data went stale
+    and every later run was skipped as an overlap."""
+    return max(3 * interval, 60.0)
 HOUSEKEEPING_INTERVAL = 5.0
 
 
@@ -60,13 +69,18 @@ class Poller:
             await self.publish()
             return
         started = time.perf_counter()
+        limit = poll_time_limit(target.api.interval)
         try:
-            fetched = await target.api.fetch()
+            async with asyncio.timeout(limit):
+                fetched = await target.api.fetch()
         except PollError as exc:
             self._failed(target, exc, time.perf_counter() - started)
+        except TimeoutError:
+            self._failed(target, PollError("timeout", f"the poll took longer than {limit:g}s"),
+                         time.perf_counter() - started)
         except Exception as exc:  # a bug, not a vendor failure: keep serving, say so loudly once
-            log.exception("poll crashed", source=target.source, api=target.api.name)
-            self._failed(target, PollError("internal", f"{type(exc).__name__}: {exc}"), time.perf_counter() - started)
+            self._failed(target, PollError("internal", f"{type(exc).__name__}: {exc}"), time.perf_counter() - started,
+                         crash=exc)
         else:
             duration = time.perf_counter() - started
             self.store.record_success(key, fetched, self._clock(), duration)
@@ -77,9 +91,10 @@ class Poller:
                      skipped=sum(fetched.skipped.values()), duration_seconds=round(duration, 3))
         await self.publish()
 
-    def _failed(self, target: Target, exc: PollError, duration: float) -> None:
+    def _failed(self, target: Target, exc: PollError, duration: float, crash: Exception | None = None) -> None:
         key = target.key
-        self.store.record_failure(key, exc.reason, str(exc), self._clock(), duration)
+        # The message reaches the landing page: scrub any secret a library may have echoed into it.
+        self.store.record_failure(key, exc.reason, redact(str(exc)), self._clock(), duration)
         if exc.reason == "throttled":
             n = self._throttled_in_a_row[key] = self._throttled_in_a_row.get(key, 0) + 1
             wait = min(exc.retry_after or target.api.interval * 2 ** (n - 1), MAX_BACKOFF)
@@ -89,7 +104,8 @@ class Poller:
         if self._failing.get(key) != exc.reason:
             self._failing[key] = exc.reason
             log.warning("poll failed", source=target.source, api=target.api.name, reason=exc.reason,
-                        error=str(exc), request_id=exc.request_id, duration_seconds=round(duration, 3))
+                        error=str(exc), request_id=exc.request_id, duration_seconds=round(duration, 3),
+                        exc_info=crash)
 
     async def publish(self) -> None:
         """Renders the store off the event loop and swaps the new exposition in."""

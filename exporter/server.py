@@ -10,6 +10,7 @@ import asyncio
 import html
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,7 @@ def _accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
+MAX_WAITING_CHECKS = 8
 UNAUTHORIZED = Reply(401, b"Unauthorized\n", headers=((b"www-authenticate", b'Basic realm="cloud-job-exporter"'),))
 
 
@@ -63,6 +65,8 @@ class App:
         self._path = telemetry_path
         self._notes = notes
         self._auth = auth
+        self._bcrypt_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bcrypt") if auth else None
+        self._bcrypt_waiting = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # served with lifespan="off": nothing else arrives
@@ -86,8 +90,17 @@ class App:
             return True
         header = _header(scope, b"authorization")
         known = self._auth.known(header)
-        # bcrypt is slow by design: a new password is checked off the event loop, so scrapes never wait on it.
-        return known if known is not None else await asyncio.to_thread(self._auth.check, header)
+        if known is not None:
+            return known
+        # bcrypt is slow by design: a new password is checked off the event loop, in a pool of its own so a flood of
+        # wrong passwords cannot starve the renders; beyond a few waiting checks, requests are refused outright.
+        if self._bcrypt_waiting >= MAX_WAITING_CHECKS:
+            return False
+        self._bcrypt_waiting += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._bcrypt_pool, self._auth.check, header)
+        finally:
+            self._bcrypt_waiting -= 1
 
     def route(self, scope: Scope) -> Reply:
         """Returns the reply for one request."""

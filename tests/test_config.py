@@ -31,8 +31,19 @@ def test_example_config_loads_with_its_settings() -> None:
 def test_defaults() -> None:
     source = parse_config(one()).sources[0]
     assert (source.interval, source.snapshot_interval, source.max_concurrency) == (30, 60, 4)
-    assert (source.per_job_series, source.max_job_series, source.staleness) == (True, 5000, 90)
+    assert (source.per_job_series, source.max_job_series, source.stale_after) == (True, 5000, None)
     assert source.default_endpoint() == "https://maxcompute.cn-hangzhou.aliyuncs.com"
+
+
+def test_each_api_goes_stale_after_three_of_its_own_intervals() -> None:
+    from exporter.runtime import build
+
+    config = parse_config(one(interval="20s", snapshot_interval="1m", job_info_interval="10s"))
+    exporter = build(config, credentials=lambda cfg: (lambda: None))
+    stale = {api: state.stale_after for (_, api), state in exporter.store.states.items()}
+    assert stale == {"GetRunningJobs": 60, "ListJobSnapshotInfos": 180, "GetJobInfo": 30}
+    pinned = build(parse_config(one(stale_after="5m")), credentials=lambda cfg: (lambda: None))
+    assert {s.stale_after for s in pinned.store.states.values()} == {300}
 
 
 @pytest.mark.parametrize(("value", "seconds"), [("30s", 30), ("5m", 300), ("1h", 3600), ("500ms", 0.5), (45, 45)])
@@ -51,6 +62,8 @@ BAD = [
     ({"sources": [{"kind": "maxcompute", "region": "cn-hangzhou"}]}, "sources[0].name: required key is missing"),
     ({"sources": [MC, MC]}, "sources[1].name: duplicate source name 'mc'; names must be unique"),
     (one(quotas="q1"), "sources[0].quotas: Input should be a valid list"),
+    (one(stale_after="45s"), "sources[0].stale_after: expected at least the longest poll interval (60s), or series "
+                             "would vanish between two polls; got 45s"),
     (one(max_concurrency=0), "sources[0].max_concurrency: Input should be greater than or equal to 1"),
     (one(per_job_series="maybe"), "sources[0].per_job_series: Input should be a valid boolean, unable to interpret "
                                   "input"),

@@ -149,3 +149,74 @@ def test_promtool_accepts_the_exposition() -> None:
     text = Renderer().render(store.view(20)).text
     result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, check=False)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_stale_counters_stay_while_stale_gauges_go() -> None:
+    from exporter.model import FinishedJobs
+    from exporter.tally import Tally
+
+    tally = Tally({"wait_seconds": (10.0,), "run_seconds": (10.0,)})
+    tally.add("finished", ("p1", "q1", "SQL", "terminated"))
+    tally.observe("run_seconds", ("p1", "q1", "SQL"), 5)
+    store = Store()
+    ctx = SourceContext("mc", "maxcompute", "cn-hangzhou")
+    store.add_api(ctx, "GetJobInfo", 30, 90)
+    store.add_api(ctx, "GetRunningJobs", 30, 90)
+    store.record_success(("mc", "GetJobInfo"), Fetched(FinishedJobs(tally.freeze()), 1, 1), end=100, duration=0.1)
+    store.record_success(("mc", "GetRunningJobs"), Fetched(RunningJobs((running(1),)), 1, 1), end=100, duration=0.1)
+    stale = Renderer().render(store.view(500)).text.decode()
+    assert 'maxcompute_jobs_finished_total{source="mc"' in stale
+    assert "maxcompute_job_run_duration_seconds_count{" in stale
+    assert "maxcompute_running_jobs{" not in stale
+
+
+async def test_housekeeping_drops_stale_series_without_a_new_poll() -> None:
+    from exporter.poller import Poller, Target
+    from exporter.sources.base import Api
+
+    now = [1000.0]
+    store = Store()
+    store.add_api(SourceContext("mc", "maxcompute", "cn-hangzhou"), "GetRunningJobs", 30, 90)
+
+    async def fetch() -> Fetched:
+        return Fetched(RunningJobs((running(1),)), 1, 1)
+
+    poller = Poller(store, clock=lambda: now[0])
+    await poller.poll_once(Target("mc", Api("GetRunningJobs", 30, fetch)))
+    assert b"maxcompute_running_jobs{" in poller.exposition.text
+    now[0] += 60
+    await poller.housekeeping()
+    assert b"maxcompute_running_jobs{" in poller.exposition.text
+    now[0] += 31  # 91 s after the last good poll: past stale_after
+    await poller.housekeeping()
+    assert b"maxcompute_running_jobs{" not in poller.exposition.text
+
+
+def test_owner_hash_is_the_first_16_hex_digits_of_sha256() -> None:
+    import hashlib
+
+    m = render({"GetRunningJobs": RunningJobs((running(1),))}, owner_label="hash")
+    (labels,) = m["maxcompute_running_job_progress_ratio"]
+    assert dict(labels)["owner"] == hashlib.sha256(b"ALIYUN$alice@example.com").hexdigest()[:16]
+
+
+async def test_a_poll_that_never_ends_is_abandoned_as_a_timeout(monkeypatch) -> None:
+    import asyncio
+
+    from exporter import poller as poller_module
+    from exporter.poller import Poller, Target
+    from exporter.sources.base import Api
+
+    monkeypatch.setattr(poller_module, "poll_time_limit", lambda interval: 0.2)
+    store = Store()
+    store.add_api(SourceContext("mc", "maxcompute", "cn-hangzhou"), "GetRunningJobs", 30, 90)
+
+    async def hangs() -> Fetched:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    poller = Poller(store)
+    await asyncio.wait_for(poller.poll_once(Target("mc", Api("GetRunningJobs", 30, hangs))), timeout=5)
+    text = poller.exposition.text.decode()
+    assert 'cloud_job_exporter_poll_errors_total{source="mc",api="GetRunningJobs",reason="timeout"} 1' in text
+    assert 'cloud_job_exporter_source_up{source="mc",kind="maxcompute",api="GetRunningJobs"} 0' in text
