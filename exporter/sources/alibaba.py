@@ -123,13 +123,17 @@ class AcsCaller:
 
     async def call(
         self, action: str, method: str, path: str, *, query: Mapping[str, Any] | None = None,
-        body: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None, api: str | None = None,
     ) -> Mapping[str, Any]:
-        """Returns the result object of a successful call; retries short throttling waits, raises PollError."""
-        return await retry_throttled(lambda: self._once(action, method, path, query, body))
+        """Returns the result object of a successful call; retries short throttling waits, raises PollError.
+
+        `action` is the `x-acs-action` header; `api` the polled API the request is counted under (the `api` label of
+        `cloud_job_exporter_api_requests_total`, as of `source_up`), the action when not given."""
+        return await retry_throttled(lambda: self._once(action, method, path, query, body, api or action))
 
     async def _once(
-        self, action: str, method: str, path: str, query: Mapping[str, Any] | None, body: Mapping[str, Any] | None
+        self, action: str, method: str, path: str, query: Mapping[str, Any] | None, body: Mapping[str, Any] | None,
+        api: str,
     ) -> Mapping[str, Any]:
         headers = {"x-acs-action": action, "x-acs-version": self._version}
         content = None
@@ -137,7 +141,7 @@ class AcsCaller:
             content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
             headers["content-type"] = "application/json; charset=utf-8"
         response = await self._sender.send(
-            action, method, path, params={k: str(v) for k, v in (query or {}).items()}, headers=headers,
+            api, method, path, params={k: str(v) for k, v in (query or {}).items()}, headers=headers,
             content=content,
         )
         return parse_envelope(response, enveloped=self._enveloped)

@@ -212,12 +212,13 @@ class EmrServerlessSparkSource:
 
     async def _list(self, workspace: str, skips: Skips, **filters: Any) -> Listing:
         path = f"/api/v1/workspaces/{workspace}/jobRuns"
+        api = f"{ACTION}/{workspace}"  # the polled API's name: requests are counted under it, as its health is
 
         async def page(token: str | None) -> Page:
-            data = await self._caller.call(ACTION, "GET", path, query=self.query(token=token, **filters))
+            data = await self._caller.call(ACTION, "GET", path, query=self.query(token=token, **filters), api=api)
             return records_of(data, "jobRuns"), _next_token(data), _total(data)
 
-        return await fetch_token_pages(page, self._config.max_pages, skips, f"{ACTION}/{workspace}")
+        return await fetch_token_pages(page, self._config.max_pages, skips, api)
 
     def _runs(self, listing: Listing, skips: Skips) -> list[SparkJobRun]:
         runs = parse_records(listing.records, parse_run, skips, key=JOB_RUN_ID)

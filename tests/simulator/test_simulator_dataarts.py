@@ -254,6 +254,15 @@ async def test_exporter_reads_every_workspace_and_type(live: Endpoint) -> None:
     await asyncio.gather(*(s.aclose() for s in exporter.sources))
 
 
+async def test_requests_are_counted_under_the_api_that_source_up_names(live: Endpoint) -> None:
+    exporter = exporter_for(live, workspaces=[WS_A, WS_B], job_types=["BATCH"])
+    metrics = await poll_all(exporter)
+    apis = {dict(k)["api"] for k in metrics["cloud_job_exporter_source_up"] if ("source", "dgc") in k}
+    counted = {dict(k)["api"] for k in metrics["cloud_job_exporter_api_requests_total"] if ("source", "dgc") in k}
+    assert counted == apis == {f"ListJobs/{WS_A}/BATCH", f"ListJobs/{WS_B}/BATCH"}
+    await asyncio.gather(*(s.aclose() for s in exporter.sources))
+
+
 async def test_paging_through_the_simulator_with_drift(live: Endpoint) -> None:
     httpx.post(f"{live.url}/-/sim/workload", json={"service": "dataarts_factory",
                                                    "add": {"batch": 150}}).raise_for_status()  # 210 in all

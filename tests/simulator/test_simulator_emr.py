@@ -311,6 +311,16 @@ async def test_a_missing_workspace_fails_alone_and_says_which(simulator) -> None
     assert failure["api"] == f"ListJobRuns/{missing}" and "WorkspaceNotFound" in failure["error"]
 
 
+async def test_requests_are_counted_under_the_api_that_source_up_names(simulator) -> None:
+    missing = "w-0000000000000000"
+    exporter = emr_exporter(simulator.url, [missing, WS])
+    for ws in (missing, WS):
+        await exporter.poller.poll_once(target(exporter, ws))
+    requests = metrics(exporter)["cloud_job_exporter_api_requests_total"]
+    counted = {(dict(k)["api"], dict(k)["code"]) for k, v in requests.items() if ("source", "emr") in k and v}
+    assert counted == {(f"ListJobRuns/{missing}", "404"), (f"ListJobRuns/{WS}", "200")}
+
+
 async def test_wrong_secret_is_an_auth_error(simulator) -> None:
     exporter = emr_exporter(simulator.url, [WS], secret="not-the-right-secret-123")
     await exporter.poller.poll_once(target(exporter, WS))

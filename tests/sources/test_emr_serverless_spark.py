@@ -406,3 +406,25 @@ async def test_per_run_series_are_capped_per_workspace_share() -> None:
             if s.name == "emr_spark_job_run_submitted_timestamp_seconds"}
     assert kept == {"jr-00009", "jr-00008", "jr-00007", "jr-00006"}  # the largest vCore use
     assert "job_run_id" not in _render(fetched, per_job_series=False)[0]
+
+
+async def test_requests_are_counted_under_the_workspace_api_and_sent_as_the_action() -> None:
+    api = FakeListJobRuns([run(i, "Running", workspaceId=ws) for i in range(3) for ws in ("w-1", "w-2")])
+    counter = RequestCounter()
+    source = EmrServerlessSparkSource.from_config(config(workspaces=["w-1", "w-2"]), lambda: static("AKID", "secret"),
+                                                  counter, httpx.MockTransport(api))
+    for ws in ("w-1", "w-2"):
+        await source.poll(ws)
+    assert dict(counter.counts) == {("ListJobRuns/w-1", "200"): 2, ("ListJobRuns/w-2", "200"): 2}
+    assert {r.headers["x-acs-action"] for r in api.requests} == {"ListJobRuns"}  # the fake checks it on each
+
+
+async def test_the_caller_counts_under_the_action_unless_told_otherwise() -> None:
+    counter = RequestCounter()
+    client = httpx.AsyncClient(base_url="http://emr.test", transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, json={"requestId": "r", "x-action": request.headers["x-acs-action"]})))
+    caller = AcsCaller(client, "2023-08-08", counter, concurrency=1, timeout=5, enveloped=False)
+    assert (await caller.call("ListJobRuns", "GET", "/a"))["x-action"] == "ListJobRuns"
+    assert (await caller.call("ListJobRuns", "GET", "/a", api="ListJobRuns/w-1"))["x-action"] == "ListJobRuns"
+    await caller.aclose()
+    assert dict(counter.counts) == {("ListJobRuns", "200"): 1, ("ListJobRuns/w-1", "200"): 1}
