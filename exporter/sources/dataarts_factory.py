@@ -12,10 +12,10 @@ a workspace (they are the jobs' ids in the API's paths): a name seen twice is co
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable, Mapping
 from functools import partial
+from operator import attrgetter
 from typing import Any
 
 import httpx
@@ -25,7 +25,19 @@ from exporter.client import RequestCounter
 from exporter.config import DataArtsFactoryConfig
 from exporter.credentials import Credentials
 from exporter.model import DataArtsJob, DataArtsJobList
-from exporter.sources.base import Api, BadRecord, Fetched, PollError, Skips, number, text
+from exporter.sources.base import (
+    Api,
+    BadRecord,
+    Fetched,
+    Page,
+    PollError,
+    Skips,
+    fetch_numbered_pages,
+    number,
+    parse_page,
+    text,
+    unique,
+)
 from exporter.sources.huawei import HuaweiCaller, huawei_caller
 
 OPERATION = "ListJobs"
@@ -34,7 +46,7 @@ DEFAULT_WORKSPACE = "default"  # the label value for the workspace selected with
 MS = 0.001
 
 log = structlog.get_logger(__name__)
-Page = tuple[list[Any], int]
+JOB_NAME = attrgetter("name")
 
 
 def api_name(workspace: str | None, job_type: str) -> str:
@@ -42,7 +54,7 @@ def api_name(workspace: str | None, job_type: str) -> str:
     return f"{OPERATION}/{workspace or DEFAULT_WORKSPACE}/{job_type}"
 
 
-def parse_page(body: Mapping[str, Any]) -> Page:
+def read_page(body: Mapping[str, Any]) -> Page:
     """Returns (the page's job records, `total`); raises PollError(bad_response) when either is missing or wrong."""
     total, jobs = body.get("total"), body.get("jobs")
     if isinstance(total, bool) or not isinstance(total, int) or total < 0:
@@ -109,56 +121,33 @@ class DataArtsFactorySource:
         """Returns one polled API per (workspace, job type)."""
         return [Api(api_name(ws, jt), self._config.interval, partial(self.job_list, ws, jt)) for ws, jt in self._pairs]
 
-    async def _page(self, name: str, workspace: str | None, job_type: str, offset: int) -> Page:
-        headers = {"workspace": workspace} if workspace else None
-        body = await self._caller.call(
-            name, "GET", f"/v1/{self._config.project_id}/jobs",
-            query={"jobType": job_type, "offset": offset, "limit": PAGE_SIZE}, headers=headers,
-        )
-        return parse_page(body)
-
-    async def _all_pages(self, name: str, workspace: str | None, job_type: str, skips: Skips) -> tuple[list[Any], int]:
-        """Returns (every record of every page, pages read). Jobs created while paging push others past the first
-        total, so while a page reports a larger total the extra pages are read too, up to `max_pages`."""
-        max_pages = self._config.max_pages
-        records, total = await self._page(name, workspace, job_type, 0)
-        records = list(records)
-        read = 1
-        while read < (wanted := max(1, math.ceil(total / PAGE_SIZE))) and read < max_pages:
-            batch = range(read, min(wanted, max_pages))
-            for page_records, page_total in await asyncio.gather(
-                *(self._page(name, workspace, job_type, n) for n in batch)
-            ):
-                records.extend(page_records)
-                total = max(total, page_total)
-            read = batch[-1] + 1
-        if read < math.ceil(total / PAGE_SIZE):
-            skips.add("page_limit", total - read * PAGE_SIZE)
-            log.warning("page limit reached", api=name, total=total, max_pages=max_pages)
-        return records, read
-
     async def job_list(self, workspace: str | None, job_type: str) -> Fetched:
-        """Returns every job of one workspace and job type (all pages)."""
+        """Returns every job of one workspace and job type (all pages: `offset` is the page number from 0)."""
         name = api_name(workspace, job_type)
         skips = Skips()
-        raw, pages = await self._all_pages(name, workspace, job_type, skips)
-        jobs: dict[str, DataArtsJob] = {}
-        for item in raw:
-            try:
-                job = parse_job(item, job_type)
-            except BadRecord:
-                skips.add("bad_field")
-                continue
-            if job.name in jobs:
-                skips.add("duplicate")
-                continue
-            jobs[job.name] = job
+        headers = {"workspace": workspace} if workspace else None
+        read = [0]
+
+        def parse(item: Mapping[str, Any]) -> DataArtsJob:
+            return parse_job(item, job_type)
+
+        async def page(offset: int) -> Page:
+            body = await self._caller.call(
+                name, "GET", f"/v1/{self._config.project_id}/jobs",
+                query={"jobType": job_type, "offset": offset, "limit": PAGE_SIZE}, headers=headers,
+            )
+            raw, total = read_page(body)
+            read[0] += len(raw)
+            return parse_page(raw, parse, skips), total  # parsed as each page arrives
+
+        parsed, pages = await fetch_numbered_pages(page, PAGE_SIZE, self._config.max_pages, skips, name, first=0)
+        jobs = unique(parsed, skips, key=JOB_NAME)
         if skips.counts["duplicate"] > PAGE_SIZE // 2:
             # Many repeats mean the endpoint reads `offset` as a count of records, not as a page number.
             log.warning("job names repeat across pages", api=name, duplicates=skips.counts["duplicate"],
-                        records=len(raw))
+                        records=read[0])
         self._sizes[name] = len(jobs)
         budget = split_budget(self._config.max_job_series, self._sizes)[name]
-        result = DataArtsJobList(self._config.project_id, workspace or DEFAULT_WORKSPACE, job_type,
-                                 tuple(jobs.values()), budget)
-        return Fetched(result, pages, len(raw), dict(skips.counts))
+        result = DataArtsJobList(self._config.project_id, workspace or DEFAULT_WORKSPACE, job_type, tuple(jobs),
+                                 budget)
+        return Fetched(result, pages, read[0], dict(skips.counts))

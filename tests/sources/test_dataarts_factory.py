@@ -3,12 +3,14 @@ workspace and filters by job type as the vendor documents (`offset` is the page 
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
 import pytest
+import structlog
 
 from exporter.auth import huawei
 from exporter.client import RequestCounter
@@ -375,3 +377,50 @@ def test_config_errors_name_the_key(fields: dict[str, Any], message: str) -> Non
     with pytest.raises(ConfigError) as info:
         config_of(**fields)
     assert str(info.value).startswith(message)
+
+
+async def test_an_offset_read_as_a_record_count_is_warned_about() -> None:
+    api = FakeJobList({DEFAULT: [job(i) for i in range(250)]})
+
+    def records_not_pages(request: httpx.Request) -> httpx.Response:
+        offset = int(request.url.params["offset"])
+        return httpx.Response(200, json={"total": 250, "jobs": api.jobs[DEFAULT][offset:offset + 100]})
+
+    with structlog.testing.capture_logs() as logs:
+        fetched = await make_source(records_not_pages).job_list(None, "BATCH")
+    assert len(fetched.result.jobs) == 102 and fetched.skipped == {"duplicate": 198} and fetched.records == 300
+    warning, = [e for e in logs if e["event"] == "job names repeat across pages"]
+    assert (warning["api"], warning["duplicates"], warning["records"]) == ("ListJobs/default/BATCH", 198, 300)
+
+
+async def test_a_failing_page_cancels_the_pages_still_queued() -> None:
+    """Page 0 says 6 pages; page 1 fails while pages 2 to 5 hang (up to the concurrency) or wait for a slot: none
+    of them outlives the failed poll, and none is sent after it."""
+    release = asyncio.Event()
+    sent: list[int] = []
+    hanging = {"entered": 0, "cancelled": 0}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        offset = int(request.url.params["offset"])
+        sent.append(offset)
+        if offset == 0:
+            return httpx.Response(200, json={"total": 600, "jobs": [job(i) for i in range(100)]})
+        if offset == 1:
+            await asyncio.sleep(0.01)
+            return error(500, "DLF.0001", "internal error")
+        hanging["entered"] += 1
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            hanging["cancelled"] += 1
+            raise
+        return httpx.Response(200, json={"total": 600, "jobs": []})
+
+    with pytest.raises(PollError, match=r"DLF\.0001"):
+        await make_source(handler, max_concurrency=3).job_list(None, "BATCH")
+    assert hanging["cancelled"] == hanging["entered"] >= 2  # each hanging request was cancelled with the poll
+    before = sorted(sent)
+    assert 5 not in before  # at most 3 at once: page 5 was still waiting for a slot
+    release.set()
+    await asyncio.sleep(0.05)
+    assert sorted(sent) == before  # and it never gets one
