@@ -11,7 +11,6 @@ or at `max_pages`. Object and array query parameters are compact JSON strings, a
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -35,7 +34,19 @@ from exporter.model import (
     SparkJobRuns,
 )
 from exporter.sources.alibaba import AcsCaller, acs_caller, json_param
-from exporter.sources.base import MB, Api, BadRecord, Fetched, PollError, Skips, number, parse_records, records_of, text
+from exporter.sources.base import (
+    MB,
+    Api,
+    BadRecord,
+    Fetched,
+    PollError,
+    Skips,
+    gather_or_cancel,
+    number,
+    parse_records,
+    records_of,
+    text,
+)
 from exporter.tally import RecentIds, Tally
 
 VERSION = "2023-08-08"
@@ -229,14 +240,15 @@ class EmrServerlessSparkSource:
 
     async def poll(self, workspace: str) -> Fetched:
         """Returns the workspace's active runs and its ended-run counts; nothing is counted unless both listings
-        were read, so a failed poll leaves the window and the counts as they were."""
+        were read, so a failed poll leaves the window and the counts as they were (and when one listing fails, the
+        other is cancelled: no request outlives the poll)."""
         ended = self._ended[workspace]
         start, end = ended.window(self._clock())
         skips = Skips()
-        active, finished = await asyncio.gather(
+        active, finished = await gather_or_cancel((
             self._list(workspace, skips, states=list(ACTIVE_STATES)),
             self._list(workspace, skips, endTime={"startTime": int(start * 1000), "endTime": int(end * 1000)}),
-        )
+        ))
         counted = ended.record(self._runs(finished, skips), end, finished.complete)
         log.debug("ended runs", workspace=workspace, window_seconds=round(end - start, 3), listed=len(finished.records),
                   counted=counted)

@@ -6,6 +6,7 @@ shared/api-docs/signing-vectors); paging, the ended-runs window, units and rende
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -428,3 +429,34 @@ async def test_the_caller_counts_under_the_action_unless_told_otherwise() -> Non
     assert (await caller.call("ListJobRuns", "GET", "/a", api="ListJobRuns/w-1"))["x-action"] == "ListJobRuns"
     await caller.aclose()
     assert dict(counter.counts) == {("ListJobRuns", "200"): 1, ("ListJobRuns/w-1", "200"): 1}
+
+
+async def test_a_failing_listing_cancels_the_other() -> None:
+    """The active listing fails on its second page while the ended listing's page hangs: the hanging request is
+    cancelled with the poll, and the ended listing sends nothing after it."""
+    api = FakeListJobRuns([run(i, "Running") for i in range(150)])
+    release = asyncio.Event()
+    hanging = {"entered": 0, "cancelled": 0}
+    sent: list[httpx.QueryParams] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.url.params)
+        if "endTime" in request.url.params:
+            hanging["entered"] += 1
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                hanging["cancelled"] += 1
+                raise
+            return api(request)
+        if request.url.params.get("nextToken"):
+            return httpx.Response(500, json={"RequestId": "r", "Code": "InternalError", "Message": "boom"})
+        return api(request)
+
+    source = make_source(handler)
+    with pytest.raises(PollError, match="InternalError"):
+        await source.poll("w-1")
+    assert hanging == {"entered": 1, "cancelled": 1}
+    release.set()
+    await asyncio.sleep(0.05)
+    assert len(sent) == 3  # active pages 1 and 2, ended page 1: nothing after the failure
