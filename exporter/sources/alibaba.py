@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import httpx
@@ -19,9 +20,9 @@ from exporter.client import RequestCounter, make_client
 from exporter.config import SourceConfig
 from exporter.credentials import Credentials
 from exporter.sources.base import PollError
-from exporter.sources.http import Sender, json_body, retry_after_seconds, retry_throttled
+from exporter.sources.http import Sender, json_body, reason_for, retry_after_seconds, retry_throttled
 
-THROTTLE_CODES = frozenset({"Throttling", "Throttling.User", "Throttling.Api", "Throttling.Resource"})
+THROTTLE_CODE_PREFIXES = ("Throttling",)  # Throttling, Throttling.User, Throttling.Api, Throttling.Resource, ...
 AUTH_CODE_PREFIXES = (
     "SignatureDoesNotMatch", "IncompleteSignature", "InvalidTimeStamp", "SignatureNonceUsed", "InvalidAccessKeyId",
     "InvalidSecurityToken", "Forbidden", "NoPermission", "InvalidAccessKeySecret",
@@ -33,15 +34,8 @@ def _retry_after(response: httpx.Response) -> float | None:
     return retry_after_seconds(response, ms_header="x-acs-retry-after")
 
 
-def _reason_for(status: int, code: str) -> str:
-    """Returns the poll error reason for an HTTP status and a vendor error code."""
-    if status == 429 or code in THROTTLE_CODES or code.startswith("Throttling"):
-        return "throttled"
-    if status in (401, 403) or code.startswith(AUTH_CODE_PREFIXES):
-        return "auth"
-    if status >= 500:
-        return "server"
-    return "client"
+# The poll error reason for an HTTP status and an Alibaba Cloud error code.
+_reason_for = partial(reason_for, throttle_prefixes=THROTTLE_CODE_PREFIXES, auth_prefixes=AUTH_CODE_PREFIXES)
 
 
 def _decode(response: httpx.Response, retry_after: float | None) -> Any:

@@ -76,6 +76,20 @@ async def retry_throttled(
     raise AssertionError("unreachable: the last attempt either returns or raises")
 
 
+def reason_for(status: int, code: str, *, throttle_prefixes: tuple[str, ...], auth_prefixes: tuple[str, ...]) -> str:
+    """Returns the poll error reason for an HTTP status and a vendor error code (0 for a status the envelope gave
+    none of): `throttled` for 429 or a throttling code, `auth` for 401/403 or an authentication or permission code,
+    then `server` for 5xx and `client` for the rest. A code matches a vendor's list when it starts with one of its
+    entries (a whole code is its own prefix)."""
+    if status == 429 or code.startswith(throttle_prefixes):
+        return "throttled"
+    if status in (401, 403) or code.startswith(auth_prefixes):
+        return "auth"
+    if status >= 500:
+        return "server"
+    return "client"
+
+
 def retry_after_seconds(response: httpx.Response, *, ms_header: str | None = None) -> float | None:
     """Returns the wait the vendor asked for in seconds: `ms_header` (milliseconds, when given and positive), else a
     standard `Retry-After` in seconds; None when absent or unreadable."""

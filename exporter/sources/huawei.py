@@ -9,6 +9,7 @@ answers nest them as `{"error": {"code", "message"}}`; both are read). Gateway c
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import httpx
@@ -18,24 +19,17 @@ from exporter.client import RequestCounter, make_client
 from exporter.config import SourceConfig
 from exporter.credentials import Credentials
 from exporter.sources.base import PollError
-from exporter.sources.http import Sender, json_body, retry_after_seconds, retry_throttled
+from exporter.sources.http import Sender, json_body, reason_for, retry_after_seconds, retry_throttled
 
-THROTTLE_CODES = frozenset({"APIG.0308"})
+# Gateway codes are whole (`APIG.` and four digits), so each is matched as its own prefix.
+THROTTLE_CODES = ("APIG.0308",)
 # APIG.0301 bad AK/SK signature or IAM token, 0302 IAM user denied, 0303 bad app signature, 0304 app not authorised,
 # 0305 bad authentication information, 0306 API access denied, 0307 token expired.
-AUTH_CODES = frozenset({"APIG.0301", "APIG.0302", "APIG.0303", "APIG.0304", "APIG.0305", "APIG.0306", "APIG.0307"})
+AUTH_CODES = ("APIG.0301", "APIG.0302", "APIG.0303", "APIG.0304", "APIG.0305", "APIG.0306", "APIG.0307")
 REQUEST_ID_HEADER = "x-request-id"
 
-
-def reason_for(status: int, code: str) -> str:
-    """Returns the poll error reason for an HTTP status and a Huawei error code."""
-    if status == 429 or code in THROTTLE_CODES:
-        return "throttled"
-    if status in (401, 403) or code in AUTH_CODES:
-        return "auth"
-    if status >= 500:
-        return "server"
-    return "client"
+# The poll error reason for an HTTP status and a Huawei error code.
+_reason_for = partial(reason_for, throttle_prefixes=THROTTLE_CODES, auth_prefixes=AUTH_CODES)
 
 
 def _error_fields(body: Any) -> tuple[str, str]:
@@ -68,17 +62,17 @@ def parse_response(response: httpx.Response) -> Mapping[str, Any]:
     except PollError as exc:
         if ok:
             raise
-        raise PollError(reason_for(status, ""), f"HTTP {status} with a body that is not JSON",
+        raise PollError(_reason_for(status, ""), f"HTTP {status} with a body that is not JSON",
                         request_id=exc.request_id, retry_after=retry_after) from None
     rid = _request_id(body, response)
     code, message = _error_fields(body)
     if not ok:
-        raise PollError(reason_for(status, code), f"HTTP {status} {code}: {message[:200]}".rstrip(": "),
+        raise PollError(_reason_for(status, code), f"HTTP {status} {code}: {message[:200]}".rstrip(": "),
                         request_id=rid, retry_after=retry_after)
     if not isinstance(body, Mapping):
         raise PollError("bad_response", f"HTTP {status} with a JSON body that is not an object", request_id=rid)
     if code:  # an error envelope behind a success status (success bodies carry no error code)
-        raise PollError(reason_for(0, code), f"HTTP {status} {code}: {message[:200]}".rstrip(": "), request_id=rid)
+        raise PollError(_reason_for(0, code), f"HTTP {status} {code}: {message[:200]}".rstrip(": "), request_id=rid)
     return body
 
 
