@@ -220,3 +220,38 @@ async def test_a_poll_that_never_ends_is_abandoned_as_a_timeout(monkeypatch) -> 
     text = poller.exposition.text.decode()
     assert 'cloud_job_exporter_poll_errors_total{source="mc",api="GetRunningJobs",reason="timeout"} 1' in text
     assert 'cloud_job_exporter_source_up{source="mc",kind="maxcompute",api="GetRunningJobs"} 0' in text
+
+
+# ---- histograms: one way from counts to samples, and `le` inclusive --------------------------------------------------
+
+
+def test_counts_become_buckets_one_way_with_the_same_bytes() -> None:
+    from exporter.metrics.format import Buckets, frozen_histogram, histogram
+    from exporter.metrics.selfmetrics import self_families
+    from exporter.store import POLL_DURATION_BUCKETS
+    from exporter.tally import Tally
+
+    text = Buckets.from_counts((1, 2.5), [1, 0, 2], 7.5).samples("h", 'a="x"', False)
+    assert text == ('h_bucket{a="x",le="1.0"} 1\nh_bucket{a="x",le="2.5"} 1\nh_bucket{a="x",le="+Inf"} 3\n'
+                    'h_sum{a="x"} 7.5\nh_count{a="x"} 3\n')
+    with pytest.raises(ValueError, match="2 counts for 2 bounds"):
+        Buckets.from_counts((1, 2.5), [1, 0], 1.0)
+
+    values = [0.5, 1, 2, 2.5, 3, 40]
+    observed = Buckets((1, 2.5))
+    tally = Tally({"h": (1, 2.5)})
+    for v in values:
+        observed.observe(v)
+        tally.observe("h", ("x",), v)
+    frozen = tally.freeze().histograms["h"][("x",)]
+    assert frozen_histogram("h", "help", [('a="x"', frozen)]) == histogram("h", "help", [('a="x"', observed)])
+
+    store = Store()
+    store.add_api(SourceContext("mc", "maxcompute", "cn-hangzhou"), "GetRunningJobs", 30, 90)
+    direct = Buckets(POLL_DURATION_BUCKETS)
+    for d in (0.05, 0.1, 1.0, 7.0, 1000.0):
+        store.record_success(("mc", "GetRunningJobs"), Fetched(RunningJobs(()), 1, 0), end=100.0, duration=d)
+        direct.observe(d)
+    duration, = [f for f in self_families(store.view(100.0), {}) if f.name.endswith("poll_duration_seconds")]
+    lab = 'source="mc",api="GetRunningJobs"'
+    assert duration.text == direct.samples("cloud_job_exporter_poll_duration_seconds", lab, False).encode()

@@ -93,6 +93,16 @@ class Buckets:
         self.counts = [0] * (len(self.bounds) + 1)
         self.total = 0.0
 
+    @classmethod
+    def from_counts(cls, bounds: Sequence[float], counts: Sequence[int], total: float) -> Buckets:
+        """Returns buckets holding counts already made (per bucket, not cumulative, the last for +Inf) and their sum:
+        the one way a store's snapshot or a Tally's HistogramValue becomes histogram samples."""
+        buckets = cls(bounds)
+        if len(counts) != len(buckets.counts):
+            raise ValueError(f"{len(counts)} counts for {len(buckets.bounds)} bounds and +Inf")
+        buckets.counts, buckets.total = list(counts), total
+        return buckets
+
     def observe(self, value: float) -> None:
         """Adds one observation."""
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
@@ -194,9 +204,4 @@ def gzip_member(segments: Sequence[Segment]) -> bytes:
 
 def frozen_histogram(name: str, help_: str, rows: Iterable[tuple[str, HistogramValue]]) -> Family:
     """Returns a cumulative histogram family from a FrozenTally's histogram values."""
-    def as_buckets(value: HistogramValue) -> Buckets:
-        b = Buckets(value.bounds)
-        b.counts, b.total = list(value.counts), value.total
-        return b
-
-    return histogram(name, help_, ((lab, as_buckets(v)) for lab, v in rows))
+    return histogram(name, help_, [(lab, Buckets.from_counts(v.bounds, v.counts, v.total)) for lab, v in rows])

@@ -9,12 +9,6 @@ from exporter.metrics.format import Buckets, Family, counter, gauge, histogram, 
 from exporter.store import View
 
 
-def _buckets(bounds: list[float], counts: list[int], total: float) -> Buckets:
-    b = Buckets(bounds)
-    b.counts, b.total = counts, total
-    return b
-
-
 def self_families(view: View, dropped: dict[str, int]) -> list[Family]:
     """Returns the self-metric families for one view; `dropped` is per-job series left out, by source."""
     polled = [s for s in view.states if s.polls]
@@ -27,7 +21,7 @@ def self_families(view: View, dropped: dict[str, int]) -> list[Family]:
               "When the last successful poll of the API ended (UNIX seconds).",
               [(labels((("source", s.source), ("api", s.api))), s.last_success) for s in view.states]),
         histogram("cloud_job_exporter_poll_duration_seconds", "Wall time of one poll of an API, all pages.",
-                  [(labels((("source", src), ("api", api))), _buckets(*d))
+                  [(labels((("source", src), ("api", api))), Buckets.from_counts(*d))
                    for (src, api), d in view.durations.items() if sum(d[1])]),
         counter("cloud_job_exporter_api_requests_total", "HTTP requests to the vendor API by status code "
                 "(`error`: no response).",
