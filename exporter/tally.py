@@ -52,7 +52,7 @@ class Tally:
         """Adds one observation to a histogram (its buckets are given at construction)."""
         bounds = self._bounds[name]
         counts, total = self._histograms.setdefault(name, {}).setdefault(labels, ([0] * (len(bounds) + 1), [0.0]))
-        counts[bisect.bisect_left(bounds, value)] += 1
+        counts[bisect.bisect_left(bounds, value)] += 1  # the first bound >= value: `le` is inclusive
         total[0] += value
 
     def freeze(self) -> FrozenTally:

@@ -255,3 +255,26 @@ def test_counts_become_buckets_one_way_with_the_same_bytes() -> None:
     duration, = [f for f in self_families(store.view(100.0), {}) if f.name.endswith("poll_duration_seconds")]
     lab = 'source="mc",api="GetRunningJobs"'
     assert duration.text == direct.samples("cloud_job_exporter_poll_duration_seconds", lab, False).encode()
+
+
+@pytest.mark.parametrize("value", [0.1, 1, 1.0, 2.5, 10])
+def test_a_value_equal_to_a_bound_is_counted_in_that_bounds_bucket(value: float) -> None:
+    """Prometheus' `le` is inclusive: an observation equal to a bound belongs to that bound's bucket (and not to the
+    one below), whether it was counted by Buckets or by a Tally, int or float."""
+    from exporter.metrics.format import Buckets, assemble, frozen_histogram, histogram
+    from exporter.tally import Tally
+
+    bounds = (0.1, 1, 2.5, 10)
+    buckets = Buckets(bounds)
+    buckets.observe(value)
+    tally = Tally({"h": bounds})
+    tally.observe("h", ("x",), value)
+    families = [histogram("by_buckets", "h", [('a="x"', buckets)]),
+                frozen_histogram("by_tally", "h", [('a="x"', tally.freeze().histograms["h"][("x",)])])]
+    for openmetrics, parse in ((False, parse_text), (True, parse_openmetrics)):
+        exposition = assemble(families, openmetrics).decode()
+        for family in parse(exposition):
+            cumulative = {float(s.labels["le"]): s.value for s in family.samples if s.name.endswith("_bucket")}
+            below = [b for b in bounds if b < value]
+            assert cumulative[float(value)] == 1, (family.name, exposition)
+            assert all(cumulative[float(b)] == 0 for b in below), (family.name, exposition)

@@ -105,6 +105,7 @@ class Buckets:
 
     def observe(self, value: float) -> None:
         """Adds one observation."""
+        # The first bound >= value: `le` is inclusive, so a value equal to a bound is counted in that bound's bucket.
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.total += value
 
