@@ -460,3 +460,39 @@ async def test_a_failing_listing_cancels_the_other() -> None:
     release.set()
     await asyncio.sleep(0.05)
     assert len(sent) == 3  # active pages 1 and 2, ended page 1: nothing after the failure
+
+
+async def test_ended_run_families_are_cumulative_and_stay_while_the_data_is_stale() -> None:
+    """The ended-run counts are counters and a histogram (they count what ended since start-up), the active runs
+    gauges: when the workspace's data goes stale, the renderer keeps the former and drops the latter."""
+    from exporter.metrics import Renderer
+    from exporter.store import Store
+
+    clock = Clock()
+    api = FakeListJobRuns([run(1, "Running")])
+    source = make_source(api, clock)
+    await source.poll("w-1")
+    clock.now += 30
+    api.runs.append(run(2, "Failed", ended=NOW + 10, submitted=NOW - 50))
+    fetched = await source.poll("w-1")
+    ctx = SourceContext("emr", "emr_serverless_spark", "cn-hangzhou")
+    kinds = {f.name: f.kind for f in job_run_families(ctx, fetched.result)[0]}
+    assert kinds == {
+        "emr_spark_job_runs": "gauge", "emr_spark_job_run_submitted_timestamp_seconds": "gauge",
+        "emr_spark_job_runs_finished_total": "counter", "emr_spark_job_run_duration_seconds": "histogram",
+        "emr_spark_job_run_vcore_seconds_total": "counter", "emr_spark_job_run_memory_byte_seconds_total": "counter",
+        "emr_spark_job_run_cu_seconds_total": "counter",
+    }
+
+    store = Store()
+    store.add_api(ctx, "ListJobRuns/w-1", 30, 90)
+    store.record_success(("emr", "ListJobRuns/w-1"), fetched, end=clock.now, duration=0.1)
+    renderer = Renderer()
+    fresh = {f.name for f in text_string_to_metric_families(renderer.render(store.view(clock.now)).text.decode())}
+    stale = {f.name for f in text_string_to_metric_families(renderer.render(store.view(clock.now + 91)).text.decode())}
+    cumulative = {"emr_spark_job_runs_finished", "emr_spark_job_run_duration_seconds",
+                  "emr_spark_job_run_vcore_seconds", "emr_spark_job_run_memory_byte_seconds",
+                  "emr_spark_job_run_cu_seconds"}  # as the parser names counter families: without `_total`
+    present = {"emr_spark_job_runs", "emr_spark_job_run_submitted_timestamp_seconds"}
+    assert cumulative | present <= fresh
+    assert cumulative <= stale and not present & stale
