@@ -61,11 +61,15 @@ class SourceContext:
             return (name, hashlib.sha256(value.encode()).hexdigest()[:16])
         return (name, value)
 
-    def capped(self, jobs: Sequence[T], use: Callable[[T], float | None]) -> tuple[Sequence[T], int]:
-        """Returns (the jobs kept for per-job series, how many were dropped): the largest `use` first."""
+    def capped(
+        self, jobs: Sequence[T], use: Callable[[T], float | None], budget: int | None = None
+    ) -> tuple[Sequence[T], int]:
+        """Returns (the jobs kept for per-job series, how many were dropped): the largest `use` first, at most
+        `max_job_series`, or `budget` when one list gets only a share of the source's cap."""
         if not self.per_job_series:
             return (), 0
-        if len(jobs) <= self.max_job_series:
+        cap = self.max_job_series if budget is None else min(self.max_job_series, budget)
+        if len(jobs) <= cap:
             return jobs, 0
         ranked = sorted(jobs, key=lambda j: use(j) or 0.0, reverse=True)
-        return ranked[: self.max_job_series], len(jobs) - self.max_job_series
+        return ranked[:cap], len(jobs) - cap

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 
 from exporter.metrics.context import SourceContext
@@ -39,8 +38,7 @@ def job_list_families(ctx: SourceContext, result: DataArtsJobList) -> tuple[list
         "dataarts_jobs", "DataArts Factory jobs by job type and status (0 for a documented status no job has).",
         [(labels((*base, ("job_type", jt), ("status", st))), n) for (jt, st), n in counts.items()],
     )]
-    capped_ctx = dataclasses.replace(ctx, max_job_series=min(ctx.max_job_series, result.job_series_budget))
-    kept, dropped = capped_ctx.capped(result.jobs, _rank)
+    kept, dropped = ctx.capped(result.jobs, _rank, budget=result.job_series_budget)
     if kept:
         names = [labels((*base, ("job_name", j.name))) for j in kept]
         states = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -57,8 +56,7 @@ def job_run_families(ctx: SourceContext, result: SparkJobRuns) -> tuple[list[Fam
     ]
     families += [counter(name, help_, _rows(base, ("queue",), ended.counters.get(key, {}), SCALE.get(key, 1.0)))
                  for key, name, help_ in ENDED_SUMS]
-    capped = dataclasses.replace(ctx, max_job_series=min(ctx.max_job_series, result.job_series_budget))
-    kept, dropped = capped.capped(result.active, lambda r: r.vcore_seconds)
+    kept, dropped = ctx.capped(result.active, lambda r: r.vcore_seconds, budget=result.job_series_budget)
     if kept:
         families.append(gauge(
             "emr_spark_job_run_submitted_timestamp_seconds", "When the active run was submitted (UNIX seconds).",
