@@ -219,7 +219,7 @@ async def exporter_role(args: argparse.Namespace) -> None:
     import exporter.sources.maxcompute as mc_source
     from exporter.config import parse_config
     from exporter.credentials import static
-    from exporter.runtime import build
+    from exporter.runtime import build, freeze_startup_heap
     from exporter.server import App
 
     _quiet_logs()
@@ -229,6 +229,7 @@ async def exporter_role(args: argparse.Namespace) -> None:
         source["max_concurrency"] = args.concurrency
     config = parse_config({"sources": [source]})
     exporter = build(config, credentials=lambda cfg: (lambda: static(KEY_ID, SECRET)))
+    freeze_startup_heap()  # as `serve` does before its first poll
     concurrency = config.sources[0].max_concurrency
     poller = exporter.poller
     targets = {t.api.name: t for t in exporter.targets}

@@ -1,18 +1,20 @@
 """The vendor-neutral vocabulary between sources and metrics: plain, immutable records.
 
-Sources turn API responses into these; the metrics module turns these into series. Times are UNIX seconds, sizes are
+Sources turn API responses into these; the metrics module turns these into series. Per-job records are NamedTuples:
+the collector stops tracking a tuple of plain values, so tens of thousands of jobs do not lengthen its full
+collections (which hold the GIL and stall the event loop). Times are UNIX seconds, sizes are
 bytes, strings are already trimmed. A field the API did not return is None and yields no sample.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from exporter.tally import FrozenTally
 
 
-@dataclass(frozen=True, slots=True)
-class RunningJob:
+class RunningJob(NamedTuple):
     """One MaxCompute job from GetRunningJobs."""
 
     instance_id: str
@@ -26,8 +28,7 @@ class RunningJob:
     running_at: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotJob:
+class SnapshotJob(NamedTuple):
     """One MaxCompute job from ListJobSnapshotInfos at one instant."""
 
     instance_id: str
@@ -73,8 +74,7 @@ class FinishedJobs:
     tally: FrozenTally
 
 
-@dataclass(frozen=True, slots=True)
-class SparkJobRun:
+class SparkJobRun(NamedTuple):
     """One EMR Serverless Spark job run from ListJobRuns; `state` is the vendor's string, whatever it is."""
 
     job_run_id: str
@@ -112,8 +112,7 @@ class SparkJobRuns:
 # DataArts Factory (Huawei Cloud): the job list of one workspace and job type.
 
 
-@dataclass(frozen=True, slots=True)
-class DataArtsJob:
+class DataArtsJob(NamedTuple):
     """One DataArts Factory job from the job list (ListJobs); times in UNIX seconds."""
 
     name: str

@@ -103,9 +103,9 @@ class Poller:
         # is not a log flood (the messages themselves vary: request ids, the gateway's string to sign).
         if self._failing.get(key) != exc.reason:
             self._failing[key] = exc.reason
+            traceback = {"exc_info": crash} if crash else {}  # a crash is a bug: its traceback helps; a failure not
             log.warning("poll failed", source=target.source, api=target.api.name, reason=exc.reason,
-                        error=str(exc), request_id=exc.request_id, duration_seconds=round(duration, 3),
-                        exc_info=crash)
+                        error=str(exc), request_id=exc.request_id, duration_seconds=round(duration, 3), **traceback)
 
     async def publish(self) -> None:
         """Renders the store off the event loop and swaps the new exposition in."""

@@ -62,6 +62,13 @@ def build(
     return Exporter(store, Poller(store), targets, sources)
 
 
+def freeze_startup_heap() -> None:
+    """Moves everything alive now (modules, config, clients: all live as long as the process) out of the garbage
+    collector's view, so its full collections stay short while polls allocate and do not stall scrapes."""
+    gc.collect()
+    gc.freeze()
+
+
 def parse_listen_address(address: str) -> tuple[str, int]:
     """Returns (host, port) from `:9810`, `0.0.0.0:9810`, `127.0.0.1:9810` or `[::1]:9810`."""
     host, sep, port = address.rpartition(":")
@@ -106,10 +113,7 @@ async def serve(
         log.info("listening", address=url, sources=len(exporter.sources), apis=len(exporter.targets))
         if started:
             started(url)
-        # Everything alive now (modules, config, clients) lives as long as the process: moving it out of the
-        # collector's view keeps its full collections short while polls allocate, so they do not stall scrapes.
-        gc.collect()
-        gc.freeze()
+        freeze_startup_heap()
         scheduler.start()
         await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
         scheduler.shutdown(wait=False)
