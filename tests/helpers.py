@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -16,6 +18,32 @@ from exporter.runtime import Exporter, build, serve
 from exporter.webconfig import WebConfig
 
 KEY_ID, SECRET = "LTAI5tTestKeyId0000", "test-secret-value-0123456789"
+START = 1_700_000_000.0
+
+# The simulator's fault switches and the poll error reason each must produce, for the Alibaba Cloud sources.
+ACS_FAULTS: list[tuple[str, dict[str, Any], str]] = [
+    ("server error", {"error_rate": 1.0}, "server"),
+    ("gateway down", {"down": True}, "server"),
+    ("throttled 400", {"throttle_rate": 1.0, "retry_after_ms": 60_000}, "throttled"),
+    ("throttled 429", {"throttle_rate": 1.0, "throttle_status": 429, "retry_after_ms": 60_000}, "throttled"),
+    ("malformed JSON", {"malformed_rate": 1.0}, "bad_response"),
+    ("error with HTTP 200", {"envelope_error_rate": 1.0}, "server"),
+    ("signature rejected", {"bad_signature": True}, "auth"),
+    ("timeout", {"latency_ms": 3000}, "timeout"),
+]
+
+
+@dataclass
+class FakeClock:
+    """A settable clock in UNIX seconds, shared by a simulator and a signer."""
+
+    now: float = START
+
+    def __call__(self) -> float:
+        return self.now
+
+    def as_datetime(self) -> datetime:
+        return datetime.fromtimestamp(self.now, UTC)
 
 
 @asynccontextmanager

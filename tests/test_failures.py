@@ -7,8 +7,6 @@ once the fault is gone the API recovers.
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import pytest
 import structlog
@@ -17,7 +15,7 @@ from exporter.poller import Target
 from exporter.runtime import Exporter
 from exporter.simulator import Simulator, WorkloadParams
 from exporter.simulator.run import run_in_thread
-from tests.helpers import KEY_ID, SECRET, eventually, maxcompute_exporter, running_exporter, scrape
+from tests.helpers import ACS_FAULTS, KEY_ID, SECRET, eventually, maxcompute_exporter, running_exporter, scrape
 
 RUNNING, SNAPSHOT = "GetRunningJobs", "ListJobSnapshotInfos"
 
@@ -36,16 +34,7 @@ def target(exporter: Exporter, api: str) -> Target:
     return next(t for t in exporter.targets if t.api.name == api)
 
 
-FAULTS: list[tuple[str, dict[str, Any], str]] = [
-    ("server error", {"error_rate": 1.0}, "server"),
-    ("gateway down", {"down": True}, "server"),
-    ("throttled 400", {"throttle_rate": 1.0, "retry_after_ms": 60_000}, "throttled"),
-    ("throttled 429", {"throttle_rate": 1.0, "throttle_status": 429, "retry_after_ms": 60_000}, "throttled"),
-    ("malformed JSON", {"malformed_rate": 1.0}, "bad_response"),
-    ("envelope error", {"envelope_error_rate": 1.0}, "server"),
-    ("signature rejected", {"bad_signature": True}, "auth"),
-    ("timeout", {"latency_ms": 3000}, "timeout"),
-]
+FAULTS = ACS_FAULTS
 
 
 @pytest.mark.parametrize(("fault", "reason"), [(f, r) for _, f, r in FAULTS], ids=[n for n, _, _ in FAULTS])

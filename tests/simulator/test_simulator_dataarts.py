@@ -11,8 +11,6 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -26,27 +24,16 @@ from exporter.runtime import Exporter, build
 from exporter.simulator import Simulator, WorkloadParams
 from exporter.simulator.dataarts_factory import PROJECT_ID, WORKSPACES
 from exporter.simulator.run import Endpoint, run_in_thread
-from tests.helpers import samples
+from tests.helpers import START, FakeClock, samples
 
 # The signing vectors' key pair: the simulator accepts what the vendor SDK signs with it.
 AK, SK = "HWAKTESTEXAMPLE000000", "HWSKTESTEXAMPLESECRETKEY00000000000000000"
-START = 1_700_000_000.0
 WS_A, WS_B = WORKSPACES[1], WORKSPACES[2]
 PATH = f"/v1/{PROJECT_ID}/jobs"
 BATCH_STATUSES = {"SCHEDULING", "STOPPED", "PAUSED"}
 REALTIME_STATUSES = {"STARTING", "NORMAL", "EXCEPTION", "STOPPING", "STOPPED"}
 LAST_INSTANCE = {"waiting", "running", "success", "fail", "running-exception", "manual-stop"}
 
-
-@dataclass
-class FakeClock:
-    now: float = START
-
-    def __call__(self) -> float:
-        return self.now
-
-    def as_datetime(self) -> datetime:
-        return datetime.fromtimestamp(self.now, UTC)
 
 
 @pytest.fixture

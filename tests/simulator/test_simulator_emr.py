@@ -31,23 +31,12 @@ from exporter.runtime import Exporter, build
 from exporter.simulator import Simulator
 from exporter.simulator.emr_serverless_spark import WORKSPACES
 from exporter.simulator.run import Endpoint, run_in_thread
-from tests.helpers import KEY_ID, SECRET, samples
+from tests.helpers import ACS_FAULTS, KEY_ID, SECRET, START, FakeClock, samples
 
-START = 1_700_000_000.0
 WS, WS2 = WORKSPACES
 OPERATION = {"x-acs-action": "ListJobRuns", "x-acs-version": "2023-08-08"}
 ACTIVE = {"Submitted", "Pending", "Running", "Cancelling"}
 
-
-@dataclass
-class FakeClock:
-    now: float = START
-
-    def __call__(self) -> float:
-        return self.now
-
-    def as_datetime(self) -> datetime:
-        return datetime.fromtimestamp(self.now, UTC)
 
 
 @dataclass
@@ -259,16 +248,7 @@ def of_workspace(m: dict, name: str, workspace: str) -> dict[frozenset, float]:
     return {k: v for k, v in m.get(name, {}).items() if ("workspace", workspace) in k}
 
 
-FAULTS: list[tuple[str, dict[str, Any], str]] = [
-    ("server error", {"error_rate": 1.0}, "server"),
-    ("gateway down", {"down": True}, "server"),
-    ("throttled 400", {"throttle_rate": 1.0, "retry_after_ms": 60_000}, "throttled"),
-    ("throttled 429", {"throttle_rate": 1.0, "throttle_status": 429, "retry_after_ms": 60_000}, "throttled"),
-    ("malformed JSON", {"malformed_rate": 1.0}, "bad_response"),
-    ("error with HTTP 200", {"envelope_error_rate": 1.0}, "server"),
-    ("signature rejected", {"bad_signature": True}, "auth"),
-    ("timeout", {"latency_ms": 3000}, "timeout"),
-]
+FAULTS = ACS_FAULTS
 
 
 @pytest.mark.parametrize(("fault", "reason"), [(f, r) for _, f, r in FAULTS], ids=[n for n, _, _ in FAULTS])

@@ -20,26 +20,14 @@ from exporter.auth.aliyun import AliyunAuth
 from exporter.credentials import static
 from exporter.simulator import FAULT_NAMES, Faults, Simulator, WorkloadParams
 from exporter.simulator.run import Endpoint, run_in_thread, serve
+from tests.helpers import START, FakeClock
 
 KEY_ID, SECRET = "LTAI5tSimulatorTest01", "simulator-test-secret"
-START = 1_700_000_000.0
 VERSION = "2022-01-04"
 RUNNING, SNAPSHOT, INFO = "GetRunningJobs", "ListJobSnapshotInfos", "GetJobInfo"
 TERMINAL = {"terminated", "failed", "cancelled"}
 GATEWAY_KEYS = {"RequestId", "HostId", "Code", "Message", "Recommend"}
 
-
-@dataclass
-class FakeClock:
-    """A settable clock in UNIX seconds, shared by the simulator and the signer."""
-
-    now: float = START
-
-    def __call__(self) -> float:
-        return self.now
-
-    def as_datetime(self) -> datetime:
-        return datetime.fromtimestamp(self.now, UTC)
 
 
 @dataclass
