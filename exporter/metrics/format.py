@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
 
@@ -41,6 +41,22 @@ def labels(pairs: Iterable[tuple[str, str]]) -> str:
     if "\\" in text or "\n" in text or text.count('"') != 2 * len(items):
         return ",".join([f'{k}="{escape(v)}"' for k, v in pairs if k])
     return text
+
+
+def label_template(names: Sequence[str]) -> Callable[..., str]:
+    """Returns a function of label values (in the order of `names`) giving `a="x",b="y"`: one `str.format` per call,
+    which is several times faster than `labels()` for the many series of the per-job tier. Values that need escaping
+    (rare) take `labels()`'s path."""
+    fmt = ",".join(f'{n}="{{}}"' for n in names).format
+    quotes = 2 * len(names)
+
+    def make(*values: str) -> str:
+        text = fmt(*values)
+        if "\\" in text or "\n" in text or text.count('"') != quotes:
+            return labels(zip(names, values, strict=True))
+        return text
+
+    return make
 
 
 @dataclass(frozen=True, slots=True)

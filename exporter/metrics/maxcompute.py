@@ -14,6 +14,7 @@ from exporter.metrics.format import (
     frozen_histogram,
     gauge,
     histogram,
+    label_template,
     labels,
     per_job_gauge,
 )
@@ -39,18 +40,27 @@ def _rows(ctx: SourceContext, names: tuple[str, ...], table: dict[tuple[str, ...
     return [(labels((*base, *zip(names, key, strict=True))), value) for key, value in table.items()]
 
 
+def _owner(ctx: SourceContext) -> tuple[tuple[str, ...], Callable[[str], tuple[str, ...]]]:
+    """Returns the owner label's names (none when dropped) and the function giving its values."""
+    if ctx.owner_label == "drop":
+        return (), lambda owner: ()
+    return ("owner",), lambda owner: (ctx.owner(owner)[1],)
+
+
 def _running_prefix(ctx: SourceContext) -> Callable[[RunningJob], str]:
     """Returns a function making `labels} `, the part a running job's samples share."""
-    base = (("source", ctx.source), ("region", ctx.region))
-    return lambda j: labels((*base, ("project", j.project), ("quota", j.quota), ctx.owner(j.owner),
-                             ("instance_id", j.instance_id))) + "} "
+    owner_names, owner = _owner(ctx)
+    make = label_template(("source", "region", "project", "quota", *owner_names, "instance_id"))
+    return lambda j: make(ctx.source, ctx.region, j.project, j.quota, *owner(j.owner), j.instance_id) + "} "
 
 
 def _snapshot_prefix(ctx: SourceContext) -> Callable[[SnapshotJob], str]:
     """Returns a function making `labels} `, the part a snapshot job's samples share."""
-    base = (("source", ctx.source), ("region", ctx.region))
-    return lambda j: labels((*base, ("project", j.project), ("quota", j.quota), ("job_type", j.job_type),
-                             ctx.owner(j.owner), ("priority", j.priority), ("instance_id", j.instance_id))) + "} "
+    owner_names, owner = _owner(ctx)
+    make = label_template(("source", "region", "project", "quota", "job_type", *owner_names, "priority",
+                           "instance_id"))
+    return lambda j: make(ctx.source, ctx.region, j.project, j.quota, j.job_type, *owner(j.owner), j.priority,
+                          j.instance_id) + "} "
 
 
 RUNNING_PER_JOB: list[tuple[str, str, Callable[[RunningJob], float | None]]] = [
