@@ -7,6 +7,7 @@ and what is expected (see `ConfigError`).
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args
@@ -25,6 +26,7 @@ from pydantic import (
 )
 
 from exporter.credentials import CredentialError, CredentialProvider, KeySource
+from exporter.credentials_oidc import OidcCredentialProvider
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -85,7 +87,8 @@ class Strict(BaseModel):
 
 
 class CredentialsConfig(Strict):
-    """Where a source's keys come from: environment variables (default: the vendor's) or files."""
+    """Where a source's keys come from: environment variables (default: the vendor's) or files, or (Alibaba Cloud)
+    RRSA, an OIDC token exchanged for STS credentials."""
 
     access_key_id_env: str | None = None
     access_key_secret_env: str | None = None
@@ -93,16 +96,47 @@ class CredentialsConfig(Strict):
     access_key_id_file: Path | None = None
     access_key_secret_file: Path | None = None
     security_token_file: Path | None = None
+    # RRSA: used when these are given, or when the vendor's RRSA variables are set and its access key variable is not.
+    oidc_role_arn: Annotated[str, Field(min_length=1)] | None = None
+    oidc_provider_arn: Annotated[str, Field(min_length=1)] | None = None
+    oidc_token_file: Path | None = None
+    sts_endpoint: str | None = None  # default https://sts.{region}.aliyuncs.com
+    role_session_name: Annotated[str, Field(pattern=r"^[\w.@-]{2,64}$")] = "cloud-job-exporter"
+    session_duration: Annotated[Duration, Field(ge=900, le=43200)] = 3600.0
+
+    ACCESS_KEYS: ClassVar[tuple[str, ...]] = tuple(
+        f"{part}_{where}" for part in ("access_key_id", "access_key_secret", "security_token")
+        for where in ("env", "file")
+    )
+    RRSA_KEYS: ClassVar[tuple[str, ...]] = ("oidc_role_arn", "oidc_provider_arn", "oidc_token_file")
+    STS_KEYS: ClassVar[tuple[str, ...]] = ("sts_endpoint", "role_session_name", "session_duration")
 
     @model_validator(mode="after")
     def _one_place_each(self) -> CredentialsConfig:
         for part in ("access_key_id", "access_key_secret", "security_token"):
             if getattr(self, f"{part}_env") and getattr(self, f"{part}_file"):
                 raise ValueError(f"give {part}_env or {part}_file, not both")
+        access = [k for k in self.ACCESS_KEYS if getattr(self, k)]
+        rrsa = [k for k in (*self.RRSA_KEYS, *self.STS_KEYS) if k in self.model_fields_set]
+        if access and rrsa:
+            raise ValueError(f"{rrsa[0]}: an RRSA key cannot be combined with {access[0]}; use access keys or RRSA")
+        given = [k for k in self.RRSA_KEYS if getattr(self, k)]
+        if given and len(given) < len(self.RRSA_KEYS):
+            missing = next(k for k in self.RRSA_KEYS if k not in given)
+            raise ValueError(f"{missing}: required with {given[0]} (RRSA needs {', '.join(self.RRSA_KEYS)})")
         return self
+
+    @field_validator("sts_endpoint")
+    @classmethod
+    def _sts_endpoint_is_base_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+/?$", value):
+            raise ValueError("expected a base URL such as https://sts-vpc.cn-hangzhou.aliyuncs.com (no path)")
+        return value.rstrip("/") if value else value
 
 
 ALIBABA_ENV = ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_SECURITY_TOKEN")
+# The vendor's RRSA variables (set by ACK's pod identity webhook), in the order of the RRSA keys.
+RRSA_ENV = ("ALIBABA_CLOUD_ROLE_ARN", "ALIBABA_CLOUD_OIDC_PROVIDER_ARN", "ALIBABA_CLOUD_OIDC_TOKEN_FILE")
 
 
 class SourceConfig(Strict):
@@ -255,10 +289,38 @@ class ExporterConfig(Strict):
         return self
 
 
-def credential_provider(source: SourceConfig) -> CredentialProvider:
-    """Returns the provider for a source's credentials, defaulting to the vendor's standard variables."""
+def _rrsa(source: SourceConfig) -> tuple[str, str, Path] | None:
+    """Returns (role ARN, OIDC provider ARN, token file) when the source uses RRSA, None for access keys.
+
+    The vendor chain's order: keys the source names win; then `ALIBABA_CLOUD_ACCESS_KEY_ID`; then the RRSA
+    variables when all three are set."""
+    creds = source.credentials
+    if creds.oidc_role_arn and creds.oidc_provider_arn and creds.oidc_token_file:
+        return creds.oidc_role_arn, creds.oidc_provider_arn, creds.oidc_token_file
+    if source.credential_env != ALIBABA_ENV or any(getattr(creds, k) for k in CredentialsConfig.ACCESS_KEYS):
+        return None
+    if os.environ.get(ALIBABA_ENV[0], "").strip():
+        return None
+    role, provider, token_file = (os.environ.get(name, "").strip() for name in RRSA_ENV)
+    return (role, provider, Path(token_file)) if role and provider and token_file else None
+
+
+def credential_provider(source: SourceConfig) -> CredentialProvider | OidcCredentialProvider:
+    """Returns the provider for a source's credentials, defaulting to the vendor's standard variables, or RRSA."""
     creds = source.credentials
     defaults = source.credential_env
+    rrsa = _rrsa(source)
+    if rrsa is not None:
+        if source.credential_env != ALIBABA_ENV:
+            raise CredentialError("RRSA (oidc_role_arn, oidc_provider_arn, oidc_token_file) is for Alibaba Cloud "
+                                  "sources only")
+        env_session = os.environ.get("ALIBABA_CLOUD_ROLE_SESSION_NAME", "").strip()
+        session = env_session if env_session and "role_session_name" not in creds.model_fields_set else None
+        prefix = "sts-vpc" if os.environ.get("ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED", "").lower() == "true" else "sts"
+        return OidcCredentialProvider(
+            *rrsa, creds.sts_endpoint or f"https://{prefix}.{source.region}.aliyuncs.com",
+            session_name=session or creds.role_session_name, duration=creds.session_duration, timeout=source.timeout,
+        )
 
     def key(part: str, default_env: str) -> KeySource:
         path = getattr(creds, f"{part}_file")
@@ -332,7 +394,10 @@ def load_config(path: Path) -> ExporterConfig:
 
 
 def check_credentials(config: ExporterConfig) -> None:
-    """Raises ConfigError naming the source whose credentials cannot be resolved now."""
+    """Raises ConfigError naming the source whose credentials cannot be resolved now.
+
+    For RRSA only the OIDC token file is checked (readable, not empty): STS is not called at start-up, so
+    `--config.check` works offline and an STS outage is reported as the source's `auth` poll failure instead."""
     for index, source in enumerate(config.sources):
         try:
             credential_provider(source).check()

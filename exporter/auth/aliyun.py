@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -86,7 +86,9 @@ class AliyunAuth(httpx.Auth):
     """Signs each request with ACS3-HMAC-SHA256.
 
     The caller sets `x-acs-action` and `x-acs-version`; this adds `x-acs-date`, `x-acs-signature-nonce`,
-    `x-acs-content-sha256`, `x-acs-security-token` (with STS credentials) and `Authorization`.
+    `x-acs-content-sha256`, `x-acs-security-token` (with STS credentials) and `Authorization`. When `credentials`
+    has an async `refresh()` (RRSA, `exporter.credentials_oidc`), an async client awaits it before signing, so
+    expiring credentials are renewed without blocking the event loop; `sign()` itself stays synchronous.
     """
 
     requires_request_body = True
@@ -103,6 +105,14 @@ class AliyunAuth(httpx.Auth):
         self._nonce = nonce
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        self.sign(request)
+        yield request
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        refresh = getattr(self._credentials, "refresh", None)
+        if refresh is not None:
+            await refresh()
+        await request.aread()
         self.sign(request)
         yield request
 

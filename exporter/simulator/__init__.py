@@ -14,6 +14,7 @@ from exporter.simulator.dataarts_factory import DataArtsFactoryService, HuaweiGa
 from exporter.simulator.emr_serverless_spark import EmrServerlessSparkService
 from exporter.simulator.faults import FAULT_NAMES, Faults, FaultSettings
 from exporter.simulator.maxcompute import MaxComputeService
+from exporter.simulator.sts import StsService
 from exporter.simulator.workload import Quota, Workload, WorkloadParams
 
 __all__ = ["FAULT_NAMES", "FaultSettings", "Faults", "Quota", "Simulator", "WorkloadParams"]
@@ -46,6 +47,7 @@ class Simulator(App):
         self.add_service(self.emr, self.alibaba_gateway("emr-serverless-spark"))
         self.dataarts = DataArtsFactoryService(self.faults, seed=seed, clock=clock)
         self.add_service(self.dataarts, HuaweiGateway(self.credentials, self.security_tokens))
+        self.sts = StsService.serve_on(self, seed)  # AssumeRoleWithOIDC: RRSA's temporary keys for the gateways
 
     def alibaba_gateway(self, product: str) -> AcsGateway:
         """Returns an ACS3 gateway for `product` sharing this simulator's keys and nonce memory."""
