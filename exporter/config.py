@@ -203,7 +203,7 @@ class MaxComputeConfig(SourceConfig):
 
     def poll_intervals(self) -> tuple[float, ...]:
         """Returns the interval of each polled API."""
-        return (self.interval, self.snapshot_interval, self.job_info_interval)
+        return (self.interval, self.snapshot_interval, *((self.job_info_interval,) if self.finished_jobs else ()))
 
 
 HUAWEI_ENV = ("HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK", "HUAWEICLOUD_SDK_SECURITY_TOKEN")
@@ -316,11 +316,18 @@ def credential_provider(source: SourceConfig) -> CredentialProvider | OidcCreden
                                   "sources only")
         env_session = os.environ.get("ALIBABA_CLOUD_ROLE_SESSION_NAME", "").strip()
         session = env_session if env_session and "role_session_name" not in creds.model_fields_set else None
+        if session and not re.match(r"^[\w.@-]{2,64}$", session):
+            raise CredentialError("ALIBABA_CLOUD_ROLE_SESSION_NAME: expected 2 to 64 letters, digits or . @ - _")
         prefix = "sts-vpc" if os.environ.get("ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED", "").lower() == "true" else "sts"
         return OidcCredentialProvider(
             *rrsa, creds.sts_endpoint or f"https://{prefix}.{source.region}.aliyuncs.com",
             session_name=session or creds.role_session_name, duration=creds.session_duration, timeout=source.timeout,
         )
+
+    ignored = sorted(k for k in CredentialsConfig.STS_KEYS if k in creds.model_fields_set)
+    if ignored:
+        raise CredentialError(f"{', '.join(ignored)} only apply to RRSA, which this source does not use (it has "
+                              "access keys, or is not an Alibaba Cloud source); remove them")
 
     def key(part: str, default_env: str) -> KeySource:
         path = getattr(creds, f"{part}_file")

@@ -7,7 +7,7 @@ time (Kubernetes rotates it). The request carries the parameters the vendor's `a
 style, no signature); the role, provider and token go in a form body rather than the query, so the token never
 appears in a URL (access logs, proxies, the HTTP library's request log).
 
-The signer is synchronous, so the exchange happens in `refresh()`, which `AliyunAuth` awaits before it signs; the
+The signer is synchronous, so the exchange is started by `refresh()`, which `AliyunAuth` awaits before it signs; the
 provider's `__call__` then returns the cached credentials. Every failure is a CredentialError naming STS, never the
 token or a secret, which the source reports as a poll failure with reason `auth`.
 """
@@ -52,7 +52,7 @@ class OidcCredentialProvider:
         self._refresh_at = 0.0
         self._failed: tuple[float, CredentialError] | None = None
         self._token = ""
-        self._lock: asyncio.Lock | None = None
+        self._exchange_task: asyncio.Task[None] | None = None
         self.exchanges = 0  # successful AssumeRoleWithOIDC calls, for tests and debugging
 
     def __call__(self) -> Credentials:
@@ -61,30 +61,44 @@ class OidcCredentialProvider:
             raise CredentialError("no valid STS credentials: AssumeRoleWithOIDC has not succeeded yet")
         return self._creds
 
-    async def refresh(self) -> None:
-        """Exchanges the OIDC token for new credentials when none are cached or 80% of their lifetime has passed.
+    def _valid(self, now: float) -> bool:
+        return self._creds is not None and now < self._expires
 
-        A failed exchange while the cached credentials are still valid keeps them (the next request tries again
-        after a short pause); without valid credentials it raises CredentialError."""
-        if self._creds is not None and self._clock() < self._refresh_at:
+    async def refresh(self) -> None:
+        """Makes sure valid credentials are cached, exchanging the OIDC token when 80% of their lifetime has passed.
+
+        While the cached credentials are still valid the exchange runs in the background and requests sign with
+        them, so a slow or failing STS costs nothing until they expire. Without valid credentials a request waits for
+        the exchange (shielded: a request's own timeout does not cancel it) and raises CredentialError if it failed;
+        after a failure, STS is not asked again for a few seconds."""
+        now = self._clock()
+        if self._creds is not None and now < self._refresh_at:
             return
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
-            now = self._clock()
-            if self._creds is not None and now < self._refresh_at:
-                return  # another request refreshed them while this one waited
-            if self._failed and now - self._failed[0] < RETRY_AFTER_FAILURE:
-                error = self._failed[1]
-            else:
-                try:
-                    self._store(await self._assume_role(), now)
-                    self._failed = None
-                    return
-                except CredentialError as exc:
-                    self._failed, error = (now, exc), exc
-            if self._creds is None or now >= self._expires:
-                raise CredentialError(str(error))
+        if self._failed and now - self._failed[0] < RETRY_AFTER_FAILURE:
+            if self._valid(now):
+                return
+            raise CredentialError(str(self._failed[1]))
+        if self._exchange_task is None or self._exchange_task.done():
+            self._exchange_task = asyncio.create_task(self._exchange())
+        if self._valid(now):
+            return
+        await asyncio.shield(self._exchange_task)
+        if not self._valid(self._clock()):
+            raise CredentialError(str(self._failed[1]) if self._failed else "no valid STS credentials")
+
+    async def _exchange(self) -> None:
+        """Runs one AssumeRoleWithOIDC exchange; records its credentials or its failure, never raises."""
+        now = self._clock()
+        try:
+            async with asyncio.timeout(self._timeout):
+                body = await self._assume_role()
+            self._store(body, now)
+            self._failed = None
+        except CredentialError as exc:
+            self._failed = (now, exc)
+        except TimeoutError:
+            self._failed = (now, CredentialError(
+                f"STS AssumeRoleWithOIDC at {self.sts_endpoint} failed: no answer within {self._timeout:g}s"))
 
     def _store(self, body: dict[str, Any], now: float) -> None:
         creds = body.get("Credentials")

@@ -23,15 +23,16 @@ from exporter.store import Key, Store
 
 log = structlog.get_logger("exporter.poller")
 MAX_BACKOFF = 600.0
+HOUSEKEEPING_INTERVAL = 5.0
 
 
-def poll_time_limit(interval: float) -> float:
-    """Returns how long one poll may run before it is abandoned as a timeout: three intervals, at least a minute.
+def poll_time_limit(interval: float, stale_after: float) -> float:
+    """Returns how long one poll may run before it is abandoned as a timeout: three intervals, at least a minute, and
+    never past the point where the API's data goes stale.
 
     Without a limit, a poll stuck in slow pages would hold `source_up` at its last value while its data went stale
     and every later run was skipped as an overlap."""
-    return max(3 * interval, 60.0)
-HOUSEKEEPING_INTERVAL = 5.0
+    return min(max(3 * interval, 60.0), stale_after)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,7 @@ class Poller:
             await self.publish()
             return
         started = time.perf_counter()
-        limit = poll_time_limit(target.api.interval)
+        limit = poll_time_limit(target.api.interval, self.store.states[key].stale_after)
         try:
             async with asyncio.timeout(limit):
                 fetched = await target.api.fetch()

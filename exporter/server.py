@@ -51,6 +51,7 @@ def _accepts_gzip(accept_encoding: str) -> bool:
 
 
 MAX_WAITING_CHECKS = 8
+BUSY = Reply(503, b"Too many password checks at once, retry\n", headers=((b"retry-after", b"1"),))
 UNAUTHORIZED = Reply(401, b"Unauthorized\n", headers=((b"www-authenticate", b'Basic realm="cloud-job-exporter"'),))
 
 
@@ -71,7 +72,8 @@ class App:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # served with lifespan="off": nothing else arrives
             return
-        reply = self.route(scope) if await self._allowed(scope) else UNAUTHORIZED
+        allowed = await self._allowed(scope)
+        reply = self.route(scope) if allowed else BUSY if allowed is None else UNAUTHORIZED
         chunks = (reply.body,) if isinstance(reply.body, bytes) else reply.body
         headers = [(b"content-type", reply.content_type.encode()),
                    (b"content-length", str(sum(map(len, chunks))).encode()), *reply.headers]
@@ -85,7 +87,8 @@ class App:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": chunks[-1]})
 
-    async def _allowed(self, scope: Scope) -> bool:
+    async def _allowed(self, scope: Scope) -> bool | None:
+        """Returns whether the request may pass; None when too many password checks are already waiting."""
         if self._auth is None:
             return True
         header = _header(scope, b"authorization")
@@ -93,9 +96,10 @@ class App:
         if known is not None:
             return known
         # bcrypt is slow by design: a new password is checked off the event loop, in a pool of its own so a flood of
-        # wrong passwords cannot starve the renders; beyond a few waiting checks, requests are refused outright.
+        # wrong passwords cannot starve the renders; beyond a few waiting checks, new passwords get 503 (retry),
+        # not 401, so a real scraper caught in a flood is not told its password is wrong.
         if self._bcrypt_waiting >= MAX_WAITING_CHECKS:
-            return False
+            return None
         self._bcrypt_waiting += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._bcrypt_pool, self._auth.check, header)

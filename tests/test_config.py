@@ -134,3 +134,32 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     path.write_text("sources:\n  - name: [unclosed\n")
     with pytest.raises(ConfigError, match=r"is not valid YAML at line \d+, column \d+"):
         load_config(path)
+
+
+def test_a_job_info_interval_of_a_disabled_api_does_not_bind_stale_after() -> None:
+    source = parse_config(one(finished_jobs=False, job_info_interval="10m", stale_after="5m")).sources[0]
+    assert source.stale_after == 300
+
+
+def test_sts_settings_without_rrsa_are_an_error_not_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    from exporter.config import credential_provider
+    from exporter.credentials import CredentialError
+
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "id")
+    source = parse_config(one(credentials={"session_duration": "2h"})).sources[0]
+    with pytest.raises(CredentialError, match="session_duration only apply to RRSA"):
+        credential_provider(source)
+
+
+def test_a_bad_session_name_from_the_environment_stops_start_up(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    token = tmp_path / "token"
+    token.write_text("eyJ.token")
+    monkeypatch.delenv("ALIBABA_CLOUD_ACCESS_KEY_ID", raising=False)
+    for name, value in (("ALIBABA_CLOUD_ROLE_ARN", "acs:ram::1:role/r"),
+                        ("ALIBABA_CLOUD_OIDC_PROVIDER_ARN", "acs:ram::1:oidc-provider/p"),
+                        ("ALIBABA_CLOUD_OIDC_TOKEN_FILE", str(token)),
+                        ("ALIBABA_CLOUD_ROLE_SESSION_NAME", "has spaces!")):
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match="ALIBABA_CLOUD_ROLE_SESSION_NAME: expected 2 to 64"):
+        check_credentials(parse_config(one()))

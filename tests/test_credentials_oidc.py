@@ -18,7 +18,7 @@ from exporter.runtime import build
 from exporter.simulator import Simulator, WorkloadParams
 from exporter.simulator.run import run_in_thread
 from exporter.simulator.sts import PROVIDER_ARN, ROLE_ARN
-from tests.helpers import running_exporter, scrape
+from tests.helpers import eventually, running_exporter, scrape
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.rrsa-token-one.c2lnbmF0dXJl"
 TOKEN2 = "eyJhbGciOiJSUzI1NiJ9.rrsa-token-two.c2lnbmF0dXJl"
@@ -98,9 +98,14 @@ async def test_credentials_are_refreshed_before_expiry_with_the_rotated_token(si
     # Kubernetes rotates the token; the old one is no longer accepted.
     token_file.write_text(TOKEN2)
     sim.sim.sts.tokens = {TOKEN2}
-    clock.offset = 0.8 * 900 + 1  # 80% of the lifetime: time to refresh
+    clock.offset = 0.8 * 900 + 1  # 80% of the lifetime: time to refresh (in the background)
     await exporter.poller.poll_once(target)
-    assert provider.exchanges == 2 and provider().key_id != first
+
+    async def refreshed() -> bool:
+        return provider.exchanges == 2
+
+    await eventually(refreshed, timeout=5)
+    assert provider().key_id != first
     assert sim.sim.sts.requests[-1]["OIDCToken"] == TOKEN2 and sim.sim.sts.requests[-1]["DurationSeconds"] == "900"
 
     # The old keys expire at STS; polls go on with the new ones.
@@ -111,6 +116,23 @@ async def test_credentials_are_refreshed_before_expiry_with_the_rotated_token(si
     text = exporter.poller.exposition.text.decode()
     assert 'poll_errors_total{source="mc"' not in text
     assert sim.sim.stats.to_dict()[RUNNING]["status"] == {"200": 4}
+
+
+async def test_a_hanging_sts_does_not_fail_polls_while_the_cached_credentials_are_valid(sim, token_file: Path) -> None:
+    clock = OffsetClock()
+    provider = OidcCredentialProvider(ROLE_ARN, PROVIDER_ARN, token_file, sim.url, duration=900, clock=clock,
+                                      timeout=5)
+    exporter = build(rrsa_config(sim.url, token_file), credentials=lambda cfg: provider)
+    target = running_target(exporter)
+    await exporter.poller.poll_once(target)
+    sim.sim.faults.set("AssumeRoleWithOIDC", latency_ms=30_000)  # STS stops answering
+    clock.offset = 0.8 * 900 + 1  # a refresh is due, the credentials still have minutes left
+    await exporter.poller.poll_once(target)
+    await exporter.poller.poll_once(target)
+    text = exporter.poller.exposition.text.decode()
+    assert 'cloud_job_exporter_source_up{source="mc",kind="maxcompute",api="GetRunningJobs"} 1' in text
+    assert 'poll_errors_total{source="mc"' not in text
+    assert provider.exchanges == 1
 
 
 async def test_expired_credentials_are_not_used_when_sts_fails(sim, token_file: Path) -> None:

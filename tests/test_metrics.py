@@ -207,7 +207,7 @@ async def test_a_poll_that_never_ends_is_abandoned_as_a_timeout(monkeypatch) -> 
     from exporter.poller import Poller, Target
     from exporter.sources.base import Api
 
-    monkeypatch.setattr(poller_module, "poll_time_limit", lambda interval: 0.2)
+    monkeypatch.setattr(poller_module, "poll_time_limit", lambda interval, stale_after: 0.2)
     store = Store()
     store.add_api(SourceContext("mc", "maxcompute", "cn-hangzhou"), "GetRunningJobs", 30, 90)
 
@@ -278,3 +278,11 @@ def test_a_value_equal_to_a_bound_is_counted_in_that_bounds_bucket(value: float)
             below = [b for b in bounds if b < value]
             assert cumulative[float(value)] == 1, (family.name, exposition)
             assert all(cumulative[float(b)] == 0 for b in below), (family.name, exposition)
+
+
+def test_the_poll_time_limit_never_outlasts_staleness() -> None:
+    from exporter.poller import poll_time_limit
+
+    assert poll_time_limit(30, 90) == 90
+    assert poll_time_limit(10, 30) == 30, "a stuck poll is abandoned before its data goes stale"
+    assert poll_time_limit(60, 600) == 180

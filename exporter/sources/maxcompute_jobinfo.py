@@ -4,7 +4,8 @@ GetRunningJobs and ListJobSnapshotInfos say which jobs are active; when a job le
 it is queued, and each GetJobInfo round asks about the queued jobs (under the source's concurrency limit). A job
 whose info is terminal is recorded exactly once (a bounded set of recorded ids guards against flicker, overlap and
 retries); one still running is asked again in later rounds up to `job_info_max_attempts`; one the service does not
-know (OBJECT_NOT_EXIST) is dropped and counted. A failed call leaves its job queued: nothing is lost.
+know (OBJECT_NOT_EXIST) is dropped and counted. A failed call leaves its job queued: nothing is lost to an outage; a
+job whose own asks keep being refused (auth, client errors) is given up after `job_info_max_attempts`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ NOT_FOUND = "OBJECT_NOT_EXIST"
 # Statuses that end a job. Others (running, waiting, ...) are not final; a status outside both is final only when
 # the record has an end time, so a new vendor value is data, not an error.
 TERMINAL = frozenset({"terminated", "success", "succeeded", "failed", "cancelled", "canceled", "killed"})
+JOB_ERRORS = frozenset({"auth", "client"})  # errors about one job (permission, its id), not about the service
 RECORDED_TTL = 2 * 86400.0
 RECORDED_MAX = 200_000
 PENDING_MAX = 100_000
@@ -125,8 +127,10 @@ class FinishedJobTracker:
             if exc.code == NOT_FOUND:
                 self._settle(instance_id, "not_found")
                 return
-            # A job whose every ask fails (a project the key may not read) must not hold the API down for good.
-            self._attempted(instance_id, "failed")
+            if exc.reason in JOB_ERRORS:
+                # A job this key may never read (another project's) must not hold the API down for good; an outage
+                # (throttling, 5xx, timeouts) costs no attempts, so its jobs are asked again when it ends.
+                self._attempted(instance_id, "failed")
             raise
         try:
             if is_final(record):

@@ -30,6 +30,7 @@ class FakeMaxCompute:
         self.info: dict[str, dict[str, Any]] = {}
         self.info_calls: list[str] = []
         self.failing: set[str] = set()
+        self.forbidden: set[str] = set()
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         action = request.headers["x-acs-action"]
@@ -42,6 +43,9 @@ class FakeMaxCompute:
         self.info_calls.append(instance)
         if instance in self.failing:
             return httpx.Response(503, json={"RequestId": "r", "Code": "ServiceUnavailable", "Message": "busy"})
+        if instance in self.forbidden:
+            return httpx.Response(403, json={"requestId": "r", "httpCode": 403, "errorCode": "NoPermission",
+                                             "errorMsg": "no permission on the project"})
         if instance not in self.info:
             return httpx.Response(404, json={"requestId": "r", "httpCode": 404, "errorCode": "OBJECT_NOT_EXIST",
                                              "errorMsg": "This object does not exist.", "data": None})
@@ -235,7 +239,7 @@ async def test_a_job_whose_asks_always_fail_is_given_up_and_the_api_recovers() -
     await source.running_jobs()
     fake.running = []
     fake.finish("fine")
-    fake.failing = {"locked"}  # e.g. a project this key may not read: every ask fails
+    fake.forbidden = {"locked"}  # a project this key may not read: every ask is refused
     await source.running_jobs()
     for _ in range(3):
         with pytest.raises(PollError):
@@ -266,3 +270,21 @@ async def test_a_listing_cut_short_by_the_page_limit_queues_nothing() -> None:
     fake.running = [f"j{i}" for i in range(10, 40)]  # the first page now holds other jobs
     await source.running_jobs()
     assert source.finished.pending == 0, "jobs merely not read are not taken for finished"
+
+
+async def test_an_outage_longer_than_the_attempts_loses_no_job() -> None:
+    fake = FakeMaxCompute()
+    source = source_for(fake, job_info_max_attempts=3)
+    fake.running = ["a", "b"]
+    await source.running_jobs()
+    fake.running = []
+    fake.finish("a")
+    fake.finish("b")
+    fake.failing = {"a", "b"}  # the service answers 503 for a while
+    await source.running_jobs()
+    for _ in range(6):
+        with pytest.raises(PollError):
+            await source.finished.poll()
+    fake.failing = set()
+    recovered = await source.finished.poll()
+    assert sum(finished(recovered).values()) == 2 and recovered.skipped == {}
