@@ -224,7 +224,7 @@ async def exporter_role(args: argparse.Namespace) -> None:
 
     _quiet_logs()
     source: dict[str, Any] = {"name": "mc", "kind": "maxcompute", "region": "cn-shanghai", "endpoint": args.sim_url,
-                              "per_job_series": True, "max_job_series": 10**9}
+                              "per_job_series": True, "max_job_series": args.max_job_series or 10**9}
     if args.concurrency:
         source["max_concurrency"] = args.concurrency
     config = parse_config({"sources": [source]})
@@ -588,6 +588,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "--render-repeats", "2" if quick else "3"]
         if args.concurrency:
             argv += ["--concurrency", str(args.concurrency)]
+        if args.max_job_series:
+            argv += ["--max-job-series", str(args.max_job_series)]
         exporter = Child(argv)
         print("exporter: polling", file=sys.stderr)
         out["exporter"] = exporter.expect("serving", 600)
@@ -697,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, help="running jobs in the simulator (default 20000; 2000 with --quick)")
     p.add_argument("--latency-ms", type=float, default=50.0, help="simulated API latency (default 50)")
     p.add_argument("--concurrency", type=int, help="max_concurrency of the source (default: the config default)")
+    p.add_argument("--max-job-series", type=int,
+                   help="the source's per-job cap (default: uncapped, every job's series)")
     p.add_argument("--rounds", type=int, default=2, help="polls of each API; the last round is reported (default 2)")
     p.add_argument("--quick", action="store_true", help="2,000 jobs and fewer scrapes")
     p.add_argument("--json", help="also write every figure to this JSON file")
