@@ -19,6 +19,7 @@ from itertools import chain, repeat
 
 from exporter.tally import HistogramValue
 
+JOIN_SLICE = 2048  # sample lines per C-level join in per_job_gauge
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
@@ -82,10 +83,15 @@ def per_job_gauge(name: str, help_: str, prefixes: Sequence[str], values: Iterab
     values; None values yield no sample. The fast path of `gauge` for the per-job tier."""
     head = name + "{"
     pairs = [(p, v) for p, v in zip(prefixes, values, strict=True) if v is not None]
-    # One C-level join over (head, prefix, value, newline) runs: about 1.5x the speed of formatting each line.
-    body = "".join(chain.from_iterable(zip(repeat(head), [p for p, _ in pairs], map(str, [v for _, v in pairs]),
-                                           repeat("\n"))))
-    return Family(name, "gauge", help_, body.encode())
+    # C-level joins over (head, prefix, value, newline) runs: about 1.5x the speed of formatting each line. One join
+    # runs without letting go of the GIL, so the lines are joined a slice at a time and the event loop gets its turn
+    # between slices instead of waiting out a whole 20,000-job family.
+    slices = [
+        "".join(chain.from_iterable(zip(repeat(head), [p for p, _ in part], map(str, [v for _, v in part]),
+                                        repeat("\n"))))
+        for part in (pairs[i:i + JOIN_SLICE] for i in range(0, len(pairs), JOIN_SLICE))
+    ]
+    return Family(name, "gauge", help_, "".join(slices).encode())
 
 
 def counter(name: str, help_: str, rows: Iterable[tuple[str, float]]) -> Family:
