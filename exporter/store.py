@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 
 from exporter.client import RequestCounter
 from exporter.metrics.context import SourceContext
-from exporter.metrics.format import Buckets
 from exporter.sources.base import Fetched
+from exporter.tally import FrozenTally, Tally
 
 POLL_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 Key = tuple[str, str]  # (source, api)
@@ -55,7 +55,7 @@ class View:
     polls_skipped: Mapping[tuple[str, str, str], int]
     records_skipped: Mapping[tuple[str, str, str], int]
     requests: Mapping[tuple[str, str, str], int]
-    durations: Mapping[Key, tuple[list[float], list[int], float]]
+    durations: FrozenTally  # histogram `poll_duration` by (source, api)
 
 
 class Store:
@@ -68,13 +68,12 @@ class Store:
         self.poll_errors: Counter[tuple[str, str, str]] = Counter()
         self.polls_skipped: Counter[tuple[str, str, str]] = Counter()
         self.records_skipped: Counter[tuple[str, str, str]] = Counter()
-        self.durations: dict[Key, Buckets] = {}
+        self.durations = Tally({"poll_duration": POLL_DURATION_BUCKETS})
 
     def add_api(self, ctx: SourceContext, api: str, interval: float, stale_after: float) -> None:
         """Registers an API before its first poll."""
         self.contexts[ctx.source] = ctx
         self.states[(ctx.source, api)] = ApiState(ctx.source, ctx.kind, api, interval, stale_after)
-        self.durations[(ctx.source, api)] = Buckets(POLL_DURATION_BUCKETS)
 
     def record_success(self, key: Key, fetched: Fetched, end: float, duration: float) -> None:
         """Stores a successful poll's data and health."""
@@ -83,7 +82,7 @@ class Store:
             state, polls=state.polls + 1, up=True, last_poll_end=end, last_duration=duration, last_reason=None,
             last_error=None, last_success=end, data=fetched,
         )
-        self.durations[key].observe(duration)
+        self.durations.observe("poll_duration", key, duration)
         for reason, n in fetched.skipped.items():
             self.records_skipped[(*key, reason)] += n
 
@@ -94,7 +93,7 @@ class Store:
             state, polls=state.polls + 1, up=False, last_poll_end=end, last_duration=duration, last_reason=reason,
             last_error=message,
         )
-        self.durations[key].observe(duration)
+        self.durations.observe("poll_duration", key, duration)
         self.poll_errors[(*key, reason)] += 1
 
     def record_skip(self, key: Key, reason: str) -> None:
@@ -116,5 +115,5 @@ class Store:
             polls_skipped=dict(self.polls_skipped),
             records_skipped=dict(self.records_skipped),
             requests=requests,
-            durations={k: (b.bounds, list(b.counts), b.total) for k, b in self.durations.items()},
+            durations=self.durations.freeze(),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 
 from exporter import __version__
-from exporter.metrics.format import Buckets, Family, counter, gauge, histogram, labels
+from exporter.metrics.format import Family, counter, frozen_histogram, gauge, labels
 from exporter.store import View
 
 
@@ -20,9 +20,9 @@ def self_families(view: View, dropped: dict[str, int]) -> list[Family]:
         gauge("cloud_job_exporter_last_success_timestamp_seconds",
               "When the last successful poll of the API ended (UNIX seconds).",
               [(labels((("source", s.source), ("api", s.api))), s.last_success) for s in view.states]),
-        histogram("cloud_job_exporter_poll_duration_seconds", "Wall time of one poll of an API, all pages.",
-                  [(labels((("source", src), ("api", api))), Buckets.from_counts(*d))
-                   for (src, api), d in view.durations.items() if sum(d[1])]),
+        frozen_histogram("cloud_job_exporter_poll_duration_seconds", "Wall time of one poll of an API, all pages.",
+                         [(labels((("source", src), ("api", api))), h)
+                          for (src, api), h in view.durations.histograms.get("poll_duration", {}).items()]),
         counter("cloud_job_exporter_api_requests_total", "HTTP requests to the vendor API by status code "
                 "(`error`: no response).",
                 [(labels((("source", s), ("api", a), ("code", c))), n) for (s, a, c), n in view.requests.items()]),
@@ -33,7 +33,7 @@ def self_families(view: View, dropped: dict[str, int]) -> list[Family]:
                 [(labels((("source", s), ("api", a), ("reason", r))), n)
                  for (s, a, r), n in view.polls_skipped.items()]),
         counter("cloud_job_exporter_records_skipped_total", "Records left out of polls, by reason (bad_field, "
-                "duplicate, page_limit).",
+                "duplicate, page_limit; GetJobInfo: not_found, gave_up, failed, queue_full).",
                 [(labels((("source", s), ("api", a), ("reason", r))), n)
                  for (s, a, r), n in view.records_skipped.items()]),
         gauge("cloud_job_exporter_job_series_dropped", "Jobs left out of the per-job series by max_job_series.",
