@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,6 +32,15 @@ ACS_FAULTS: list[tuple[str, dict[str, Any], str]] = [
     ("signature rejected", {"bad_signature": True}, "auth"),
     ("timeout", {"latency_ms": 3000}, "timeout"),
 ]
+
+
+def signing_vectors_dir() -> Path:
+    """Returns shared/api-docs/signing-vectors, which lives beside the repository checkout."""
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "shared" / "api-docs" / "signing-vectors"
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("shared/api-docs/signing-vectors not found beside the repository")
 
 
 @dataclass

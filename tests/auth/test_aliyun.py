@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import parse_qsl, urlsplit
 
@@ -16,6 +15,7 @@ import pytest
 from exporter.auth import aliyun
 from exporter.auth.aliyun import AliyunAuth
 from exporter.credentials import static
+from tests.helpers import signing_vectors_dir
 
 KEY_ID = "YourAccessKeyId"
 SECRET = "YourAccessKeySecret"
@@ -33,17 +33,8 @@ ADDED_BY_SIGNER = {
 }
 
 
-def _vectors_dir() -> Path:
-    """Returns shared/api-docs/signing-vectors, which lives beside the repository checkout."""
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / "api-docs" / "signing-vectors"
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("shared/api-docs/signing-vectors not found beside the repository")
-
-
 def _load_vectors() -> list[dict]:
-    vectors = json.loads((_vectors_dir() / "ali_vectors.json").read_text())
+    vectors = json.loads((signing_vectors_dir() / "ali_vectors.json").read_text())
     for number, vector in enumerate(vectors, 1):
         vector["name"] = f"V{number}"  # as ali_vectors_output.txt numbers them
     return vectors
@@ -111,7 +102,7 @@ def test_vector_byte_for_byte(vector: dict) -> None:
 
 def _doc_check_lines() -> dict[str, str]:
     """Returns the Authorization values printed in ali_doc_check_output.txt, by label."""
-    lines = (_vectors_dir() / "ali_doc_check_output.txt").read_text().splitlines()
+    lines = (signing_vectors_dir() / "ali_doc_check_output.txt").read_text().splitlines()
     out = {}
     for line in lines:
         label, sep, value = line.partition(" ACS3-HMAC-SHA256 ")

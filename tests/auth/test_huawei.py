@@ -7,7 +7,6 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import parse_qsl, urlsplit
 
@@ -17,6 +16,7 @@ import pytest
 from exporter.auth import huawei
 from exporter.auth.huawei import HuaweiAuth
 from exporter.credentials import static
+from tests.helpers import signing_vectors_dir
 
 # The vectors' AK is printed in them; the SK is not, it was recovered by trying likely test constants against them.
 AK = "HWAKTESTEXAMPLE000000"
@@ -26,15 +26,6 @@ HOST = "dayu-dlf.cn-north-4.myhuaweicloud.com"
 PROJECT = "0123456789abcdef0123456789abcdef"
 # Headers the signer or httpx itself sets; a vector's other headers are the caller's.
 ADDED_BY_SIGNER = {"host", "authorization", "x-sdk-date", "x-project-id", "x-security-token"}
-
-
-def _vectors_dir() -> Path:
-    """Returns shared/api-docs/signing-vectors, which lives beside the repository checkout."""
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / "api-docs" / "signing-vectors"
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("shared/api-docs/signing-vectors not found beside the repository")
 
 
 @dataclass(frozen=True)
@@ -65,13 +56,13 @@ def _parse_block(name: str, text: str) -> Vector:
 
 
 def _load_vectors() -> list[Vector]:
-    text = (_vectors_dir() / "hw_vectors_output.txt").read_text()
+    text = (signing_vectors_dir() / "hw_vectors_output.txt").read_text()
     blocks = [b for b in text.split("######## ") if b.strip()]
     return [_parse_block(b.split(" ", 1)[0], b) for b in blocks]
 
 
 def _load_full_client_vector() -> Vector:
-    return _parse_block("full-client", (_vectors_dir() / "hw_full_client_output.txt").read_text())
+    return _parse_block("full-client", (signing_vectors_dir() / "hw_full_client_output.txt").read_text())
 
 
 def _fixed_clock(moment: datetime = VECTOR_DATE):

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +19,7 @@ from exporter.auth.aliyun import AliyunAuth
 from exporter.credentials import static
 from exporter.simulator import FAULT_NAMES, Faults, Simulator, WorkloadParams
 from exporter.simulator.run import Endpoint, run_in_thread, serve
-from tests.helpers import START, FakeClock
+from tests.helpers import START, FakeClock, signing_vectors_dir
 
 KEY_ID, SECRET = "LTAI5tSimulatorTest01", "simulator-test-secret"
 VERSION = "2022-01-04"
@@ -399,7 +398,8 @@ def test_sts_keys_need_their_security_token(clock: FakeClock, serve_api: Callabl
 
 async def test_the_official_sdk_signing_vectors_pass_the_gateway() -> None:
     """The requests the official SDK signed (shared/api-docs/signing-vectors) pass the gateway byte for byte."""
-    vectors = [v for v in json.loads(_vectors_file().read_text()) if "maxcompute" in v["url"]]
+    every = json.loads((signing_vectors_dir() / "ali_vectors.json").read_text())
+    vectors = [v for v in every if "maxcompute" in v["url"]]
     assert len(vectors) == 5
     for vector in vectors:
         signed_at = datetime.strptime(vector["headers"]["x-acs-date"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
@@ -422,12 +422,6 @@ async def test_the_official_sdk_signing_vectors_pass_the_gateway() -> None:
         assert response.json()["errorCode"] in ("success", "OBJECT_NOT_EXIST")
 
 
-def _vectors_file() -> Path:
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / "api-docs" / "signing-vectors" / "ali_vectors.json"
-        if candidate.is_file():
-            return candidate
-    pytest.skip("shared/api-docs/signing-vectors is not beside the repository")
 
 
 # ---- faults -------------------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +26,7 @@ from exporter.model import ENDED_CU_HOURS, ENDED_DURATION, ENDED_MEMORY_BYTE_SEC
 from exporter.sources.alibaba import AcsCaller
 from exporter.sources.base import PollError
 from exporter.sources.emr_serverless_spark import ACTIVE_STATES, EmrServerlessSparkSource
+from tests.helpers import signing_vectors_dir
 
 NOW = 1_700_000_000.0
 MS = 1000
@@ -35,11 +35,8 @@ MB = 1024 * 1024
 
 
 def _vector_v6() -> dict[str, Any]:
-    for parent in Path(__file__).resolve().parents:
-        path = parent / "shared" / "api-docs" / "signing-vectors" / "ali_vectors.json"
-        if path.is_file():
-            return json.loads(path.read_text())[5]  # V6 in ali_vectors_output.txt: EMR Serverless Spark ListJobRuns
-    raise FileNotFoundError("shared/api-docs/signing-vectors/ali_vectors.json not found beside the repository")
+    # V6 in ali_vectors_output.txt: EMR Serverless Spark ListJobRuns
+    return json.loads((signing_vectors_dir() / "ali_vectors.json").read_text())[5]
 
 
 def run(i: int, state: str = "Success", *, ended: float | None = None, submitted: float | None = None,
