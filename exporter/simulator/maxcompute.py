@@ -106,13 +106,7 @@ class MaxComputeService:
 
         jobs = self.workload.memo(("running", start, end, owners, quotas), select)
         records = [self._running_record(j, now) for j in _page(jobs, page, size)]
-        data = {
-            "runningJobInfoList": self._damage(request, records),
-            "totalCount": len(jobs),
-            "pageNumber": page,
-            "pageSize": size,
-        }
-        return self._success(request, data)
+        return self._listing(request, "runningJobInfoList", records, len(jobs), page, size)
 
     def list_snapshot(self, request: Request) -> Response:
         """Returns one page of the jobs running or waiting at the body's `to` instant (now, when `to` is later)."""
@@ -136,12 +130,13 @@ class MaxComputeService:
 
         jobs = self.workload.memo(("snapshot", instant, filters, column, ascending), select)
         records = [self._snapshot_record(j, instant) for j in _page(jobs, page, size)]
-        data = {
-            "jobInfoList": self._damage(request, records),
-            "totalCount": len(jobs),
-            "pageNumber": page,
-            "pageSize": size,
-        }
+        return self._listing(request, "jobInfoList", records, len(jobs), page, size)
+
+    def _listing(
+        self, request: Request, key: str, records: list[dict[str, Any]], total: int, page: int, size: int
+    ) -> Response:
+        """Returns one page of a listing in the service envelope, with the faults that damage records applied."""
+        data = {key: self._damage(request, records), "totalCount": total, "pageNumber": page, "pageSize": size}
         return self._success(request, data)
 
     def get_job_info(self, request: Request) -> Response:
