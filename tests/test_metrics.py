@@ -65,6 +65,25 @@ def test_per_job_cap_keeps_the_largest_and_counts_the_rest() -> None:
     assert sum(m["maxcompute_running_jobs"].values()) == 10, "aggregates always count every job"
 
 
+def test_per_job_values_follow_each_poll_through_the_reused_texts() -> None:
+    """A source's renders reuse label prefixes and float texts from the last render: every sample must still carry
+    its own poll's value, including values that moved to another job, changed type, or went missing."""
+    store, ctx, renderer = Store(), SourceContext("mc", "maxcompute", "cn-hangzhou"), Renderer()
+    store.add_api(ctx, "GetRunningJobs", 30, 90)
+    polls = [
+        [0.25, 0.5, 1 / 3, 0.5, None],
+        [0.5, 0.25, 0.75, None, 1],  # values swapped between jobs, a new one, a job without, an int
+        [0.1 + 0.2, 0.3, 0.25, 2 / 3, 0.0],
+    ]
+    for n, progress in enumerate(polls):
+        jobs = RunningJobs(tuple(running(i)._replace(progress=p) for i, p in enumerate(progress)))
+        store.record_success(("mc", "GetRunningJobs"), Fetched(jobs, 1, 0), end=100.0 + n, duration=0.1)
+        text = renderer.render(store.view(100.0 + n)).text.decode()
+        (family,) = [f for f in parse_text(text) if f.name == "maxcompute_running_job_progress_ratio"]
+        shown = {s.labels["instance_id"]: s.value for s in family.samples}
+        assert shown == {f"job{i}": p for i, p in enumerate(progress) if p is not None}, f"poll {n}"
+
+
 def test_per_job_series_can_be_switched_off() -> None:
     m = render({"GetRunningJobs": RunningJobs((running(1),))}, per_job_series=False)
     assert "maxcompute_running_job_cu_snapshot_ratio" not in m
@@ -238,20 +257,19 @@ def test_counts_become_buckets_one_way_with_the_same_bytes() -> None:
         Buckets.from_counts((1, 2.5), [1, 0], 1.0)
 
     values = [0.5, 1, 2, 2.5, 3, 40]
-    observed = Buckets((1, 2.5))
+    observed = Buckets.of((1, 2.5), values)
     tally = Tally({"h": (1, 2.5)})
     for v in values:
-        observed.observe(v)
         tally.observe("h", ("x",), v)
     frozen = tally.freeze().histograms["h"][("x",)]
     assert frozen_histogram("h", "help", [('a="x"', frozen)]) == histogram("h", "help", [('a="x"', observed)])
 
     store = Store()
     store.add_api(SourceContext("mc", "maxcompute", "cn-hangzhou"), "GetRunningJobs", 30, 90)
-    direct = Buckets(POLL_DURATION_BUCKETS)
-    for d in (0.05, 0.1, 1.0, 7.0, 1000.0):
+    durations = (0.05, 0.1, 1.0, 7.0, 1000.0)
+    direct = Buckets.of(POLL_DURATION_BUCKETS, durations)
+    for d in durations:
         store.record_success(("mc", "GetRunningJobs"), Fetched(RunningJobs(()), 1, 0), end=100.0, duration=d)
-        direct.observe(d)
     duration, = [f for f in self_families(store.view(100.0), {}) if f.name.endswith("poll_duration_seconds")]
     lab = 'source="mc",api="GetRunningJobs"'
     assert duration.text == direct.samples("cloud_job_exporter_poll_duration_seconds", lab, False).encode()
@@ -265,8 +283,7 @@ def test_a_value_equal_to_a_bound_is_counted_in_that_bounds_bucket(value: float)
     from exporter.tally import Tally
 
     bounds = (0.1, 1, 2.5, 10)
-    buckets = Buckets(bounds)
-    buckets.observe(value)
+    buckets = Buckets.of(bounds, [value])
     tally = Tally({"h": bounds})
     tally.observe("h", ("x",), value)
     families = [histogram("by_buckets", "h", [('a="x"', buckets)]),

@@ -15,11 +15,11 @@ import struct
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import chain, repeat
+from itertools import compress, repeat
+from operator import is_not
 
 from exporter.tally import HistogramValue
 
-JOIN_SLICE = 2048  # sample lines per C-level join in per_job_gauge
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
@@ -78,20 +78,44 @@ def gauge(name: str, help_: str, rows: Iterable[tuple[str, float | None]]) -> Fa
     return Family(name, "gauge", help_, body.encode())
 
 
-def per_job_gauge(name: str, help_: str, prefixes: Sequence[str], values: Iterable[float | None]) -> Family:
+def per_job_gauge(
+    name: str, help_: str, prefixes: Sequence[str], values: Iterable[float | None], floats: dict[float, str]
+) -> Family:
     """Returns a gauge family of many series from label prefixes (`a="x",b="y"} `, shared by a job's families) and
-    values; None values yield no sample. The fast path of `gauge` for the per-job tier."""
-    head = name + "{"
-    pairs = [(p, v) for p, v in zip(prefixes, values, strict=True) if v is not None]
-    # C-level joins over (head, prefix, value, newline) runs: about 1.5x the speed of formatting each line. One join
-    # runs without letting go of the GIL, so the lines are joined a slice at a time and the event loop gets its turn
-    # between slices instead of waiting out a whole 20,000-job family.
-    slices = [
-        "".join(chain.from_iterable(zip(repeat(head), [p for p, _ in part], map(str, [v for _, v in part]),
-                                        repeat("\n"))))
-        for part in (pairs[i:i + JOIN_SLICE] for i in range(0, len(pairs), JOIN_SLICE))
-    ]
-    return Family(name, "gauge", help_, "".join(slices).encode())
+    values; None values yield no sample. `floats` holds the text of the floats this family wrote last time, and is
+    replaced by this render's. The fast path of `gauge` for the per-job tier: no Python-level loop per sample."""
+    values = list(values)
+    if None in values:
+        present = list(map(is_not, values, repeat(None)))
+        prefixes, values = list(compress(prefixes, present)), list(compress(values, present))
+    if not values:
+        floats.clear()
+        return Family(name, "gauge", help_, b"")
+    # One join over [head, prefix, value, "\n" + head, prefix, value, ..., "\n"], laid out by slice assignments:
+    # about 5x the speed of formatting each line, and a 20,000-job family joins in a couple of milliseconds.
+    parts = ["\n" + name + "{"] * (3 * len(values) + 1)
+    parts[0] = name + "{"
+    parts[1::3] = prefixes
+    parts[2::3] = number_texts(values, floats)
+    parts[-1] = "\n"
+    return Family(name, "gauge", help_, "".join(parts).encode())
+
+
+def number_texts(values: list[float], floats: dict[float, str]) -> list[str]:
+    """Returns each value's sample text. Writing a float costs several times what writing an int does, and floats
+    recur (ratios of few digits, across jobs and from one poll to the next): each distinct float is written once,
+    or taken from `floats`, the texts of the last call, which are then replaced by this call's."""
+    if type(values[0]) is not float:
+        floats.clear()
+        return list(map(str, values))
+    distinct = set(values)
+    known = floats.keys() & distinct
+    texts = dict(zip(known, map(floats.__getitem__, known), strict=True))
+    new = distinct.difference(known)
+    texts.update(zip(new, map(str, new), strict=True))
+    floats.clear()
+    floats.update(texts)
+    return list(map(texts.__getitem__, values))
 
 
 def counter(name: str, help_: str, rows: Iterable[tuple[str, float]]) -> Family:
@@ -125,11 +149,15 @@ class Buckets:
         buckets.counts, buckets.total = list(counts), total
         return buckets
 
-    def observe(self, value: float) -> None:
-        """Adds one observation."""
-        # The first bound >= value: `le` is inclusive, so a value equal to a bound is counted in that bound's bucket.
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
+    @classmethod
+    def of(cls, bounds: Sequence[float], values: Sequence[float]) -> Buckets:
+        """Returns buckets holding the values: sorted once and cut at each bound, in C rather than one Python call
+        per value (a gauge histogram is made of every present job at each poll)."""
+        ordered = sorted(values)
+        # `le` is inclusive: a value equal to a bound is counted in that bound's bucket, so cut to the right of it.
+        cumulative = [*(bisect.bisect_right(ordered, b) for b in bounds), len(ordered)]
+        counts = [n - below for n, below in zip(cumulative, [0, *cumulative], strict=False)]
+        return cls.from_counts(bounds, counts, sum(values))
 
     def samples(self, name: str, lab: str, gauge_style: bool) -> str:
         """Returns the `_bucket`, sum and count lines (`_gsum`/`_gcount` for an OpenMetrics gauge histogram)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from operator import attrgetter
+from typing import TypeVar
 
 from exporter.metrics.context import SourceContext
 from exporter.metrics.format import (
@@ -23,15 +24,34 @@ from exporter.model import FinishedJobs, JobSnapshot, RunningJob, RunningJobs, S
 WAITING_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.5, 2.0)
 GROUP = ("project", "quota", "job_type")
+J = TypeVar("J")
 
 
-def _grouped(keys: Iterable[tuple[str, ...]], values: Iterable[float | None]) -> dict[tuple[str, ...], float]:
-    """Returns the values summed by key; None values count as absent."""
-    totals: dict[tuple[str, ...], float] = defaultdict(int)
-    for key, value in zip(keys, values, strict=True):
-        if value is not None:
-            totals[key] += value
-    return totals
+def _grouped(jobs: Iterable[J], keys: Iterable[tuple[str, ...]]) -> dict[tuple[str, ...], list[J]]:
+    """Returns the jobs grouped by their keys (in first-seen order): one pass, after which each aggregate is a C-level
+    pass over a group."""
+    groups: dict[tuple[str, ...], list[J]] = defaultdict(list)
+    for key, job in zip(keys, jobs, strict=True):
+        groups[key].append(job)
+    return groups
+
+
+def _present(jobs: list[J], get: Callable[[J], float | None]) -> list[float]:
+    """Returns the jobs' values of `get`, leaving out None (a field absent from the record)."""
+    values = list(map(get, jobs))
+    if None in values:
+        return [v for v in values if v is not None]
+    return values  # type: ignore[return-value]
+
+
+def _sums(groups: dict[tuple[str, ...], list[J]], get: Callable[[J], float | None]) -> dict[tuple[str, ...], float]:
+    """Returns each group's sum of `get`, for the groups where at least one job has a value (None is absent)."""
+    out = {}
+    for key, jobs in groups.items():
+        values = _present(jobs, get)
+        if values:
+            out[key] = sum(values)
+    return out
 
 
 def _rows(ctx: SourceContext, names: tuple[str, ...], table: dict[tuple[str, ...], float]) -> list[tuple[str, float]]:
@@ -79,21 +99,23 @@ RUNNING_PER_JOB: list[tuple[str, str, Callable[[RunningJob], float | None]]] = [
 def running_families(ctx: SourceContext, result: RunningJobs) -> tuple[list[Family], int]:
     """Returns the GetRunningJobs families and how many jobs the per-job cap dropped."""
     jobs = result.jobs
-    quotas = [(j.quota,) for j in jobs]
+    by_quota = _grouped(jobs, zip(map(attrgetter("quota"), jobs)))
     families = [
         gauge("maxcompute_running_jobs", "Running jobs (GetRunningJobs), by project and quota.",
-              _rows(ctx, ("project", "quota"), Counter((j.project, j.quota) for j in jobs))),
+              _rows(ctx, ("project", "quota"), Counter(map(attrgetter("project", "quota"), jobs)))),
         gauge("maxcompute_quota_cu_snapshot_ratio", "Sum of the running jobs' cuSnapshot, by quota.",
-              _rows(ctx, ("quota",), _grouped(quotas, (j.cu_snapshot for j in jobs)))),
+              _rows(ctx, ("quota",), _sums(by_quota, attrgetter("cu_snapshot")))),
         gauge("maxcompute_quota_memory_snapshot_ratio", "Sum of the running jobs' memorySnapshot, by quota.",
-              _rows(ctx, ("quota",), _grouped(quotas, (j.memory_snapshot for j in jobs)))),
+              _rows(ctx, ("quota",), _sums(by_quota, attrgetter("memory_snapshot")))),
     ]
     kept, dropped = ctx.capped(jobs, attrgetter("cu_snapshot"))
     if kept:
         # Keyed by the labels' values (a job's record changes every poll, its labels do not).
-        keyed = (((j.instance_id, j.project, j.quota, j.owner), j) for j in kept)
-        prefixes = ctx.cache("running").prefixes(keyed, _running_prefix(ctx))
-        families += [per_job_gauge(name, help_, prefixes, map(get, kept)) for name, help_, get in RUNNING_PER_JOB]
+        keys = list(map(attrgetter("instance_id", "project", "quota", "owner"), kept))
+        cache = ctx.cache("running")
+        prefixes = cache.prefixes(keys, kept, _running_prefix(ctx))
+        families += [per_job_gauge(name, help_, prefixes, map(get, kept), cache.floats(name))
+                     for name, help_, get in RUNNING_PER_JOB]
     return families, dropped
 
 
@@ -127,43 +149,43 @@ SNAPSHOT_PER_JOB: list[tuple[str, str, Callable[[SnapshotJob], float | None]]] =
 
 
 def _quota_histograms(
-    ctx: SourceContext, jobs: Iterable[SnapshotJob], get: Callable[[SnapshotJob], float | None], bounds: tuple
+    ctx: SourceContext, by_quota: dict[tuple[str, ...], list[SnapshotJob]], get: Callable[[SnapshotJob], float | None],
+    bounds: tuple,
 ) -> list[tuple[str, Buckets]]:
-    """Returns one gauge histogram per quota over the jobs' values."""
-    per_quota: dict[tuple[str, ...], Buckets] = {}
-    for job in jobs:
-        value = get(job)
-        if value is not None:
-            buckets = per_quota.get((job.quota,))
-            if buckets is None:
-                buckets = per_quota[(job.quota,)] = Buckets(bounds)
-            buckets.observe(value)
+    """Returns one gauge histogram per quota over the jobs' values (quotas where no job has a value have none)."""
+    per_quota = {}
+    for key, jobs in by_quota.items():
+        values = _present(jobs, get)
+        if values:
+            per_quota[key] = Buckets.of(bounds, values)
     return _rows(ctx, ("quota",), per_quota)  # type: ignore[arg-type]
 
 
 def snapshot_families(ctx: SourceContext, result: JobSnapshot) -> tuple[list[Family], int]:
     """Returns the ListJobSnapshotInfos families and how many jobs the per-job cap dropped."""
     jobs = result.jobs
-    groups = [(j.project, j.quota, j.job_type) for j in jobs]
+    by_group = _grouped(jobs, map(attrgetter(*GROUP), jobs))
+    by_quota = _grouped(jobs, zip(map(attrgetter("quota"), jobs)))
     families = [gauge("maxcompute_snapshot_jobs", "Jobs present at the snapshot, by project, quota and job type.",
-                      _rows(ctx, GROUP, Counter(groups)))]
-    families += [gauge(name, help_, _rows(ctx, GROUP, _grouped(groups, map(get, jobs))))
-                 for name, help_, get in SNAPSHOT_SUMS]
+                      _rows(ctx, GROUP, {key: len(group) for key, group in by_group.items()}))]
+    families += [gauge(name, help_, _rows(ctx, GROUP, _sums(by_group, get))) for name, help_, get in SNAPSHOT_SUMS]
     families.append(histogram(
         "maxcompute_snapshot_job_waiting_seconds", "Distribution of the present jobs' waiting time, by quota.",
-        _quota_histograms(ctx, jobs, attrgetter("waiting_seconds"), WAITING_BUCKETS), gauge_style=True))
+        _quota_histograms(ctx, by_quota, attrgetter("waiting_seconds"), WAITING_BUCKETS), gauge_style=True))
     families.append(histogram(
         "maxcompute_snapshot_job_cpu_usage_to_request_ratio",
         "Distribution of the present jobs' CPU use over request, by quota.",
-        _quota_histograms(ctx, jobs, attrgetter("cpu_usage_to_request"), RATIO_BUCKETS), gauge_style=True))
+        _quota_histograms(ctx, by_quota, attrgetter("cpu_usage_to_request"), RATIO_BUCKETS), gauge_style=True))
     if result.snapshot_time is not None:
         families.append(gauge("maxcompute_snapshot_timestamp_seconds", "The snapshotTime of the last snapshot read.",
                               _rows(ctx, (), {(): result.snapshot_time})))
     kept, dropped = ctx.capped(jobs, attrgetter("cpu_usage_cores"))
     if kept:
-        keyed = (((j.instance_id, j.project, j.quota, j.job_type, j.owner, j.priority), j) for j in kept)
-        prefixes = ctx.cache("snapshot").prefixes(keyed, _snapshot_prefix(ctx))
-        families += [per_job_gauge(name, help_, prefixes, map(get, kept)) for name, help_, get in SNAPSHOT_PER_JOB]
+        keys = list(map(attrgetter("instance_id", *GROUP, "owner", "priority"), kept))
+        cache = ctx.cache("snapshot")
+        prefixes = cache.prefixes(keys, kept, _snapshot_prefix(ctx))
+        families += [per_job_gauge(name, help_, prefixes, map(get, kept), cache.floats(name))
+                     for name, help_, get in SNAPSHOT_PER_JOB]
     return families, dropped
 
 
