@@ -128,9 +128,9 @@ class App:
         """Returns the current exposition in the negotiated format and encoding."""
         exposition = self._poller.exposition
         if "application/openmetrics-text" in accept:
-            body, gz, content_type = exposition.om_chunks, exposition.om_gzipped, OPENMETRICS_CONTENT_TYPE
+            body, gz, content_type = exposition.om_chunks, exposition.om_gz_chunks, OPENMETRICS_CONTENT_TYPE
         else:
-            body, gz, content_type = exposition.chunks, exposition.gzipped, TEXT_CONTENT_TYPE
+            body, gz, content_type = exposition.chunks, exposition.gz_chunks, TEXT_CONTENT_TYPE
         vary = (b"vary", b"Accept, Accept-Encoding")
         if _accepts_gzip(accept_encoding):
             return Reply(200, gz, content_type, ((b"content-encoding", b"gzip"), vary))

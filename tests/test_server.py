@@ -18,6 +18,8 @@ def unreachable_exporter():
 
 async def test_metrics_negotiates_format_and_encoding() -> None:
     async with running_exporter(unreachable_exporter()) as url, httpx.AsyncClient() as client:
+        # Once ready, the exposition stays the same (polls are an hour apart), so the two bodies can be compared.
+        await eventually(lambda: client.get(url + "/-/ready"), check_status=200)
         plain = await client.get(url + "/metrics", headers={"Accept-Encoding": "identity"})
         assert plain.headers["content-type"] == TEXT_CONTENT_TYPE
         assert "content-encoding" not in plain.headers

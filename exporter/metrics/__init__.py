@@ -26,22 +26,27 @@ OWN_SEGMENT = 16 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Exposition:
-    """One rendered exposition in both formats: the body as chunks to write in order (never joined: the large ones
-    are the families' own bytes), and its gzip."""
+    """One rendered exposition in both formats, each plain and gzipped, as chunks to write in order (never joined:
+    the large ones are the families' own bytes and their deflate streams, shared with the last exposition)."""
 
     chunks: tuple[bytes, ...]
-    gzipped: bytes
+    gz_chunks: tuple[bytes, ...]
     om_chunks: tuple[bytes, ...]
-    om_gzipped: bytes
+    om_gz_chunks: tuple[bytes, ...]
 
     @property
     def text(self) -> bytes:
         """Returns the text-format body as one bytes object (a copy: for tests and tools, not for serving)."""
         return b"".join(self.chunks)
 
+    @property
+    def gzipped(self) -> bytes:
+        """Returns the text format's gzip as one bytes object (a copy: for tests and tools)."""
+        return b"".join(self.gz_chunks)
+
     def openmetrics(self) -> tuple[bytes, bytes]:
-        """Returns (OpenMetrics bytes, their gzip), the bytes joined (a copy: for tests and tools)."""
-        return b"".join(self.om_chunks), self.om_gzipped
+        """Returns (OpenMetrics bytes, their gzip), each joined (copies: for tests and tools)."""
+        return b"".join(self.om_chunks), b"".join(self.om_gz_chunks)
 
 
 class Renderer:

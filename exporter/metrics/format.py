@@ -243,14 +243,16 @@ class Segment:
         return cls(data, z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH))
 
 
-def gzip_member(segments: Sequence[Segment]) -> bytes:
-    """Returns the gzip file of the segments' data, concatenated, from their deflate streams."""
+def gzip_member(segments: Sequence[Segment]) -> tuple[bytes, ...]:
+    """Returns the gzip file of the segments' data, concatenated, as chunks to write in order: the segments' own
+    deflate streams between a header and a trailer, never joined (a joined copy per format would double what the
+    compressed exposition costs in memory)."""
     crc = size = 0
     for seg in segments:
         crc = zlib.crc32(seg.data, crc)  # released GIL, about 1.5 GB/s
         size += len(seg.data)
-    trailer = struct.pack("<II", crc, size & 0xFFFFFFFF)
-    return b"".join([GZIP_HEADER, *(seg.deflated for seg in segments), FINAL_BLOCK, trailer])
+    trailer = FINAL_BLOCK + struct.pack("<II", crc, size & 0xFFFFFFFF)
+    return (GZIP_HEADER, *(seg.deflated for seg in segments), trailer)
 
 
 def frozen_histogram(name: str, help_: str, rows: Iterable[tuple[str, HistogramValue]]) -> Family:
