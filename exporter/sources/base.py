@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -103,7 +104,9 @@ async def fetch_numbered_pages(
 
 
 def text(record: Mapping[str, Any], key: str, *, required: bool = False) -> str:
-    """Returns a trimmed string field ('' when absent); raises BadRecord for a wrong type or a missing id."""
+    """Returns a trimmed string field ('' when absent); raises BadRecord for a wrong type or a missing id. Fields
+    that are not ids are label values that recur across thousands of records (project, quota, owner): one shared
+    copy of each is kept instead of one per record."""
     value = record.get(key)
     if value is None:
         if required:
@@ -112,9 +115,11 @@ def text(record: Mapping[str, Any], key: str, *, required: bool = False) -> str:
     if not isinstance(value, str):
         raise BadRecord(f"{key} is not a string")
     value = value.strip()
-    if required and not value:
-        raise BadRecord(f"{key} is empty")
-    return value
+    if required:
+        if not value:
+            raise BadRecord(f"{key} is empty")
+        return value
+    return sys.intern(value)
 
 
 MB = 1024 * 1024  # the vendors' MB are mebibytes
