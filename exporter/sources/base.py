@@ -6,7 +6,7 @@ import asyncio
 import math
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -150,12 +150,14 @@ def parse_page(raw: list[Any], parse: Callable[[Mapping[str, Any]], T], skips: S
     return parsed
 
 
-def unique(records: Iterable[T], skips: Skips, *, key: Callable[[T], Hashable]) -> list[T]:
+def unique(records: Sequence[T], skips: Skips, *, key: Callable[[T], Hashable]) -> list[T]:
     """Returns the records unique by `key`, first seen wins (records move between pages while they are read);
     repeats are counted as `duplicate`."""
+    keys = list(map(key, records))
+    if len(set(keys)) == len(keys):  # the usual case, told in C: this runs on the event loop at the end of a poll
+        return list(records)
     seen: dict[Hashable, T] = {}
-    for record in records:
-        k = key(record)
+    for k, record in zip(keys, records, strict=True):
         if k in seen:
             skips.add("duplicate")
         else:

@@ -118,7 +118,7 @@ class MaxComputeSource:
     def _observe(self, api: str, jobs: list[Any], skips: Skips) -> None:
         """Tells the finished-job tracker which jobs are active, unless the listing was cut short."""
         if self.finished and not skips.counts.get("page_limit"):
-            self.finished.observe(api, frozenset(j.instance_id for j in jobs))
+            self.finished.observe(api, frozenset(map(INSTANCE_ID, jobs)))
 
     def _running_query(self, page: int, now: int) -> dict[str, Any]:
         cfg = self._config

@@ -97,8 +97,11 @@ class FinishedJobTracker:
             del self._pending[back]  # listed again: it flickered, it did not finish
         if previous is None:
             return  # the first listing after start-up: nothing can have left yet
-        still_active = frozenset().union(*self._active.values())
-        for gone in previous - still_active:
+        # Set differences cost the size of their left side: what left this listing is few, what is active is many.
+        left = previous - ids
+        for active in self._active.values():
+            left -= active
+        for gone in left:
             if gone not in self._pending and gone not in self._recorded:
                 self._pending[gone] = 0
         while len(self._pending) > PENDING_MAX:
