@@ -1,9 +1,9 @@
 """The vendor-neutral vocabulary between sources and metrics: plain, immutable records.
 
 Sources turn API responses into these; the metrics module turns these into series. Per-job records are NamedTuples:
-the collector stops tracking a tuple of plain values, so tens of thousands of jobs do not lengthen its full
-collections (which hold the GIL and stall the event loop). Times are UNIX seconds, sizes are
-bytes, strings are already trimmed. A field the API did not return is None and yields no sample.
+small and fast to build and read (the collector still tracks them: CPython untracks only exact tuples, so a full
+collection visits every job held). Times are UNIX seconds, sizes are bytes, strings are already trimmed. A field the
+API did not return is None and yields no sample.
 """
 
 from __future__ import annotations
