@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
+from operator import attrgetter
 from typing import Any
 
 from exporter.simulator.app import GatewayError, Request, Response, Route, json_response
@@ -37,6 +38,7 @@ SUB_STATUS_TEXT = {
     CANCELLED: "Cancelled",
 }
 NOT_STARTED = 0  # the sort value of runningAtTime and runningTime for a job still waiting
+_instance_id = attrgetter("instance_id")
 
 # ListJobSnapshotInfos orderColumn values, each as the value a job has at snapshot instant t.
 ORDER_COLUMNS: dict[str, Callable[[Job, int], float]] = {
@@ -104,7 +106,7 @@ class MaxComputeService:
             jobs = self.workload.running_submitted_between(start, end)
             return [j for j in jobs if (not owners or j.owner in owners) and (not quotas or j.quota.nickname in quotas)]
 
-        jobs = self.workload.memo(("running", start, end, owners, quotas), select)
+        jobs = self.workload.memo(("running", start, end, owners, quotas), now, select)
         records = [self._running_record(j, now) for j in _page(jobs, page, size)]
         return self._listing(request, "runningJobInfoList", records, len(jobs), page, size)
 
@@ -126,9 +128,12 @@ class MaxComputeService:
         def select() -> list[Job]:
             jobs = [j for j in self.workload.active_at(instant) if _matches(j, filters)]
             key = ORDER_COLUMNS[column]
-            return sorted(jobs, key=lambda j: (key(j, instant), j.instance_id), reverse=not ascending)
+            # Ties go by id the same way: sorting by id first and then by the column (a stable sort, also reversed)
+            # orders as by (column, id) pairs, without a tuple per job.
+            by_id = sorted(jobs, key=_instance_id, reverse=not ascending)
+            return sorted(by_id, key=lambda j: key(j, instant), reverse=not ascending)
 
-        jobs = self.workload.memo(("snapshot", instant, filters, column, ascending), select)
+        jobs = self.workload.memo(("snapshot", filters, column, ascending), instant, select)
         records = [self._snapshot_record(j, instant) for j in _page(jobs, page, size)]
         return self._listing(request, "jobInfoList", records, len(jobs), page, size)
 

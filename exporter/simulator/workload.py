@@ -21,8 +21,8 @@ import random
 import string
 import threading
 import time
-from bisect import bisect_left, bisect_right
-from collections import deque
+from bisect import bisect_left, bisect_right, insort
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -48,6 +48,9 @@ CATCH_UP_SECONDS = 3600
 TEMPLATES_PER_PROJECT = 40  # recurring scheduled queries share a signature and an upstream node
 DATAWORKS_FRACTION = 0.7
 _ID_CHARS = string.ascii_lowercase + string.digits
+MEMO_VIEWS = 16  # views kept: each listing's parameters at the few instants its pages ask about
+# More starts and ends than this in one step re-sort the running jobs instead of placing each by bisection.
+REORDER_LIMIT = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,8 +217,11 @@ class Workload:
         self._starts: list[tuple[int, int, Job]] = []  # heaps of (time, seq, job); stale entries are skipped
         self._ends: list[tuple[int, int, Job]] = []
         self._signatures: dict[tuple[str, int], str] = {}
-        self._newest_first: list[Job] | None = None
-        self._memo: dict[Hashable, Any] = {}
+        self._newest_first: list[Job] | None = None  # the running jobs by _newest_first, kept in step by _settle
+        self._views: OrderedDict[Hashable, Any] = OrderedDict()
+        self._edits = 0  # control calls so far: each may change who was active at any instant
+        self._forgotten = 0  # finished jobs dropped by retention so far
+        self._forgotten_until = -1  # when the last of them ended
         self.now = math.floor(clock())
         self.started_at = self.now
         self._next_arrival = self._draw_next_arrival(self.now)
@@ -237,15 +243,29 @@ class Workload:
         """Returns a waiting, running or retained finished job by id."""
         return self._jobs.get(instance_id)
 
-    def memo(self, key: Hashable, compute: Callable[[], T]) -> T:
-        """Returns `compute()`, computed once per workload second and state (for views built per request)."""
+    def memo(self, key: Hashable, at: int, compute: Callable[[], T]) -> T:
+        """Returns `compute()`, a view of the jobs as they stand at `at` (now or earlier), computed once per `key`
+        while those jobs stay as they are.
+
+        Who is active at a past instant, and how each of them stands then, does not change as the clock moves on, so
+        a view outlives the second it was made in (all pages of one poll share it). A control call, or retention
+        forgetting a job that was active at `at`, makes the next call compute it afresh. The last MEMO_VIEWS are kept.
+        """
         with self._lock:
-            if key not in self._memo:
-                self._memo[key] = compute()
-            return self._memo[key]
+            token = (key, at, self._edits, self._forgotten if self._forgotten_until > at else 0)
+            if token in self._views:
+                self._views.move_to_end(token)
+            else:
+                self._views[token] = compute()
+                if len(self._views) > MEMO_VIEWS:
+                    self._views.popitem(last=False)
+            return self._views[token]
 
     def running_newest_first(self) -> list[Job]:
-        """Returns the running jobs, newest submission first (ties by id); rebuilt only when the state changed."""
+        """Returns the running jobs, newest submission first (ties by id).
+
+        The list is the workload's own, kept in step as jobs start and end: copy it to keep it past the lock.
+        """
         with self._lock:
             if self._newest_first is None:
                 self._newest_first = sorted(self._running.values(), key=_newest_first)
@@ -253,10 +273,11 @@ class Workload:
 
     def running_submitted_between(self, start: int, end: int) -> list[Job]:
         """Returns the running jobs submitted in [start, end], newest first, found by bisection."""
-        jobs = self.running_newest_first()
-        lo = bisect_left(jobs, -end, key=_descending_submission)
-        hi = bisect_right(jobs, -start, key=_descending_submission)
-        return jobs[lo:hi]
+        with self._lock:
+            jobs = self.running_newest_first()
+            lo = bisect_left(jobs, -end, key=_descending_submission)
+            hi = bisect_right(jobs, -start, key=_descending_submission)
+            return jobs[lo:hi]
 
     def active_at(self, t: int) -> list[Job]:
         """Returns the jobs submitted and not yet ended at `t` (waiting or running); `t` after now means now.
@@ -292,6 +313,7 @@ class Workload:
             raise ValueError("target_running must not be negative")
         with self._lock:
             self.advance()
+            self._edits += 1
             surplus = len(self._running) - target
             for job in self.running_newest_first()[: max(surplus, 0)]:
                 self._end_now(job, CANCELLED)
@@ -311,6 +333,7 @@ class Workload:
         chosen = self._quota(quota) if quota else None
         with self._lock:
             self.advance()
+            self._edits += 1
             jobs = [
                 self._make_job(self.now - waited_seconds, waited_seconds + remaining_seconds, self._draw_run(), chosen)
                 for _ in range(count)
@@ -324,6 +347,7 @@ class Workload:
         """Submits `count` jobs now that start at once (what `page_drift` uses to push jobs onto page 1)."""
         with self._lock:
             self.advance()
+            self._edits += 1
             jobs = [self._make_job(self.now, 0, self._draw_run()) for _ in range(count)]
             for job in jobs:
                 self._admit(job)
@@ -353,25 +377,43 @@ class Workload:
         heapq.heappush(self._ends, (job.end_at, job.seq, job))
 
     def _settle(self) -> None:
-        """Applies every start and end due by now, drops finished jobs past retention, and invalidates views."""
+        """Applies every start and end due by now and drops finished jobs past retention."""
+        started, ended = [], []
         while self._starts and self._starts[0][0] <= self.now:
             t, _, job = heapq.heappop(self._starts)
             if t == job.running_at and self._waiting.pop(job.instance_id, None):
                 self._running[job.instance_id] = job
+                started.append(job)
         while self._ends and self._ends[0][0] <= self.now:
             t, _, job = heapq.heappop(self._ends)
             if t == job.end_at and self._running.pop(job.instance_id, None):
                 self._finished.append(job)
+                ended.append(job)
         self._prune()
-        self._newest_first = None
-        self._memo.clear()
+        self._reorder(started, ended)
+
+    def _reorder(self, started: list[Job], ended: list[Job]) -> None:
+        """Keeps the newest-first list in step with the running jobs (a few dozen change each second)."""
+        order = self._newest_first
+        if order is None:
+            return
+        if len(started) + len(ended) > REORDER_LIMIT:
+            self._newest_first = None  # sorted afresh when next asked for
+            return
+        for job in started:  # first, as a job may start and end within one step
+            insort(order, job, key=_newest_first)
+        for job in ended:
+            del order[bisect_left(order, _newest_first(job), key=_newest_first)]
 
     def _prune(self) -> None:
         keep_after = self.now - self.params.retain_finished_seconds
         while self._finished and (
             len(self._finished) > self.params.retain_finished_count or self._finished[0].end_at < keep_after
         ):
-            self._jobs.pop(self._finished.popleft().instance_id, None)
+            job = self._finished.popleft()
+            self._jobs.pop(job.instance_id, None)
+            self._forgotten += 1
+            self._forgotten_until = max(self._forgotten_until, job.end_at)
 
     def _end_now(self, job: Job, outcome: str) -> None:
         job.end_at, job.outcome = self.now, outcome
