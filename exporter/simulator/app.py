@@ -43,10 +43,17 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # made once: dumps() makes one a call
+
+
+def compact_json(payload: Any) -> str:
+    """Returns `payload` as JSON text without spaces, non-ASCII characters as they are."""
+    return _COMPACT.encode(payload)
+
+
 def json_response(status: int, payload: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
     """Returns a compact JSON response."""
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-    return Response(status, body, list(headers))
+    return Response(status, compact_json(payload).encode(), list(headers))
 
 
 @dataclass(slots=True)

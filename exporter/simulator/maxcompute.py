@@ -6,12 +6,14 @@ silent the choices are documented in docs/simulator.md (ordering, waiting jobs, 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
+from json.encoder import encode_basestring as json_string  # a str as JSON, as compact_json writes it
 from operator import attrgetter
 from typing import Any
 
-from exporter.simulator.app import GatewayError, Request, Response, Route, json_response
+from exporter.simulator.app import GatewayError, Request, Response, Route, compact_json
 from exporter.simulator.faults import Faults
 from exporter.simulator.workload import (
     CANCELLED,
@@ -100,15 +102,14 @@ class MaxComputeService:
         self._drift(request, page)
         now = self.workload.advance()
         if start >= end:  # documented: an empty range returns a null value
-            return self._success(request, None)
+            return self._success(request, "null")
 
         def select() -> list[Job]:
             jobs = self.workload.running_submitted_between(start, end)
             return [j for j in jobs if (not owners or j.owner in owners) and (not quotas or j.quota.nickname in quotas)]
 
         jobs = self.workload.memo(("running", start, end, owners, quotas), now, select)
-        records = [self._running_record(j, now) for j in _page(jobs, page, size)]
-        return self._listing(request, "runningJobInfoList", records, len(jobs), page, size)
+        return self._listing(request, "runningJobInfoList", jobs, page, size, lambda j: self._running_json(j, now))
 
     def list_snapshot(self, request: Request) -> Response:
         """Returns one page of the jobs running or waiting at the body's `to` instant (now, when `to` is later)."""
@@ -134,14 +135,15 @@ class MaxComputeService:
             return sorted(by_id, key=lambda j: key(j, instant), reverse=not ascending)
 
         jobs = self.workload.memo(("snapshot", filters, column, ascending), instant, select)
-        records = [self._snapshot_record(j, instant) for j in _page(jobs, page, size)]
-        return self._listing(request, "jobInfoList", records, len(jobs), page, size)
+        return self._listing(request, "jobInfoList", jobs, page, size, lambda j: self._snapshot_json(j, instant))
 
     def _listing(
-        self, request: Request, key: str, records: list[dict[str, Any]], total: int, page: int, size: int
+        self, request: Request, key: str, jobs: list[Job], page: int, size: int, write: Callable[[Job], str]
     ) -> Response:
-        """Returns one page of a listing in the service envelope, with the faults that damage records applied."""
-        data = {key: self._damage(request, records), "totalCount": total, "pageNumber": page, "pageSize": size}
+        """Returns one page of `jobs` in the service envelope, each record written by `write`, with the faults that
+        damage records applied."""
+        records = ",".join(self._damage(request, [write(j) for j in _page(jobs, page, size)]))
+        data = f'{{"{key}":[{records}],"totalCount":{len(jobs)},"pageNumber":{page},"pageSize":{size}}}'
         return self._success(request, data)
 
     def get_job_info(self, request: Request) -> Response:
@@ -149,12 +151,13 @@ class MaxComputeService:
         now = self.workload.advance()
         job = self.workload.get(request.path_params["instanceId"])
         if job is None:
-            return _envelope(request, 404, "OBJECT_NOT_EXIST", "This object does not exist.", None)
-        return self._success(request, self._damage(request, [self._info_record(job, now)])[0])
+            return _envelope(request, 404, "OBJECT_NOT_EXIST", "This object does not exist.")
+        return self._success(request, self._damage(request, [compact_json(self._info_record(job, now))])[0])
 
     def envelope_error(self, request: Request) -> Response:
         """Returns HTTP 200 with an envelope whose httpCode is 500."""
-        return _envelope(request, 200, "INTERNAL_ERROR", "Internal server error, please try again later.", None, 500)
+        message = "Internal server error, please try again later."
+        return _envelope(request, 200, "INTERNAL_ERROR", message, http_code=500)
 
     # ---- control ----------------------------------------------------------------------------------------------
 
@@ -189,18 +192,16 @@ class MaxComputeService:
         # The vendor samples show label-like strings with a trailing newline; a few jobs carry one everywhere.
         return value + "\n" if job.odd else value
 
-    def _running_record(self, job: Job, t: int) -> dict[str, Any]:
-        return {
-            "instanceId": job.instance_id,
-            "jobOwner": self._odd(job, job.owner),
-            "project": job.project,
-            "quotaNickname": job.quota.nickname,
-            "cuSnapshot": round(job.cpu_ratio(t), 2),
-            "memorySnapshot": round(job.memory_ratio(t), 2),
-            "submittedAtTime": job.submitted_at,
-            "runningAtTime": job.running_at,
-            "progress": round(job.progress(t), 2),
-        }
+    def _running_json(self, job: Job, t: int) -> str:
+        """Returns the job's GetRunningJobs record at `t` as compact JSON (written out, like `_snapshot_json`)."""
+        cpu_ratio, memory_ratio = job.ratios(t)
+        return (
+            f'{{"instanceId":{json_string(job.instance_id)},"jobOwner":{json_string(self._odd(job, job.owner))},'
+            f'"project":{json_string(job.project)},"quotaNickname":{json_string(job.quota.nickname)},'
+            f'"cuSnapshot":{round(cpu_ratio, 2)},"memorySnapshot":{round(memory_ratio, 2)},'
+            f'"submittedAtTime":{job.submitted_at},"runningAtTime":{job.running_at},'
+            f'"progress":{round(job.progress(t), 2)}}}'
+        )
 
     def _common(self, job: Job) -> dict[str, Any]:
         params = self.workload.params
@@ -221,30 +222,34 @@ class MaxComputeService:
             "extNodeOnDuty": job.ext_node_on_duty,
         }
 
-    def _snapshot_record(self, job: Job, t: int) -> dict[str, Any]:
+    def _common_json(self, job: Job) -> str:
+        """Returns `_common(job)` as compact JSON without its closing brace, for a record to go on; made once a job."""
+        if job.common_json is None:
+            job.common_json = compact_json(self._common(job))[:-1]
+        return job.common_json
+
+    def _snapshot_json(self, job: Job, t: int) -> str:
+        """Returns the job's ListJobSnapshotInfos record at `t` as compact JSON.
+
+        Written out rather than encoded from a dict: a poll lists every job, and the records are most of its cost.
+        """
+        cpu_ratio, memory_ratio = job.ratios(t)
+        cpu, memory = job.cpu_request * cpu_ratio, job.memory_request * memory_ratio
         started = job.running_at <= t
-        cpu, memory = job.cpu_cores(t), job.memory_mb(t)
-        record = self._common(job) | {
-            "status": "running",  # documented: a snapshot job's status can only be running, waiting ones included
-            "cpuUsage": round(cpu),
-            "memoryUsage": round(memory),
-            "maxCpuPct": -1,
-            "maxMemoryPct": -1,
-            "waitingTime": job.wait_seconds(t),
-            "runningAtTime": job.running_at if started else None,
-            "runningTime": t - job.running_at if started else None,
-            "snapshotTime": t,
-            "totalTime": t - job.submitted_at,
-            "cpuRequest": job.cpu_request,
-            "memoryRequest": job.memory_request,
-            "cpuUsageToRequestRatio": round(job.cpu_ratio(t), 4),
-            "memoryUsageToRequestRatio": round(job.memory_ratio(t), 4),
-            "extPlatformId": "",
-        }
+        running_at, running_time = (job.running_at, t - job.running_at) if started else ("null", "null")
+        shares = ""
         if job.quota.type == SUBSCRIPTION:  # documented as not available for pay-as-you-go jobs
-            record["minCpuPct"] = round(_quota_share(job, cpu), 4)
-            record["minMemoryPct"] = round(_quota_share(job, memory / MB_PER_CORE), 4)
-        return record
+            cpu_share, memory_share = _quota_share(job, cpu), _quota_share(job, memory / MB_PER_CORE)
+            shares = f',"minCpuPct":{round(cpu_share, 4)},"minMemoryPct":{round(memory_share, 4)}'
+        # status: documented as only ever running for a snapshot job, waiting ones included.
+        return (
+            f'{self._common_json(job)},"status":"running","cpuUsage":{round(cpu)},"memoryUsage":{round(memory)},'
+            f'"maxCpuPct":-1,"maxMemoryPct":-1,"waitingTime":{job.wait_seconds(t)},"runningAtTime":{running_at},'
+            f'"runningTime":{running_time},"snapshotTime":{t},"totalTime":{t - job.submitted_at},'
+            f'"cpuRequest":{job.cpu_request},"memoryRequest":{job.memory_request},'
+            f'"cpuUsageToRequestRatio":{round(cpu_ratio, 4)},"memoryUsageToRequestRatio":{round(memory_ratio, 4)},'
+            f'"extPlatformId":""{shares}}}'
+        )
 
     def _info_record(self, job: Job, t: int) -> dict[str, Any]:
         record = self._common(job) | {
@@ -269,12 +274,15 @@ class MaxComputeService:
         if request.faults.page_drift and page > 1:
             self.workload.inject_running(request.faults.page_drift)
 
-    def _damage(self, request: Request, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Returns the records, some with a broken schema under `bad_field_rate`."""
+    def _damage(self, request: Request, records: list[str]) -> list[str]:
+        """Returns the records (JSON text), some with a broken schema under `bad_field_rate`."""
         rate = request.faults.bad_field_rate
-        return [self.faults.corrupt(r, "instanceId") if self.faults.roll(rate) else r for r in records]
+        return [
+            compact_json(self.faults.corrupt(json.loads(r), "instanceId")) if self.faults.roll(rate) else r
+            for r in records
+        ]
 
-    def _success(self, request: Request, data: Any) -> Response:
+    def _success(self, request: Request, data: str) -> Response:
         # Like the vendor samples, a small share of successful answers carry an errorCode that is not "success".
         if _odd_request(request, self.workload.params.oddity_fraction):
             return _envelope(request, 200, "OBJECT_NOT_EXIST", "This object does not exist.", data)
@@ -287,23 +295,23 @@ class MaxComputeService:
             try:
                 return operation(request)
             except ParameterError as exc:
-                return _envelope(request, 400, "INVALID_PARAMETER", str(exc), None)
+                return _envelope(request, 400, "INVALID_PARAMETER", str(exc))
 
         return handler
 
 
 def _envelope(
-    request: Request, status: int, code: str, message: str, data: Any, http_code: int | None = None
+    request: Request, status: int, code: str, message: str, data: str = "null", http_code: int | None = None
 ) -> Response:
-    """Returns the service envelope `{"requestId", "httpCode", "errorCode", "errorMsg", "data"}`."""
-    payload = {
+    """Returns the service envelope `{"requestId", "httpCode", "errorCode", "errorMsg", "data"}` around `data`, JSON
+    text (records arrive written out)."""
+    head = {
         "requestId": request.request_id.replace("-", "").lower()[:30],  # the service's ids are 30 hex digits
         "httpCode": http_code if http_code is not None else status,
         "errorCode": code,
         "errorMsg": message,
-        "data": data,
     }
-    return json_response(status, payload)
+    return Response(status, f'{compact_json(head)[:-1]},"data":{data}}}'.encode())
 
 
 def _odd_request(request: Request, fraction: float) -> bool:

@@ -133,6 +133,8 @@ class Job:
     skewed: bool
     odd: bool
     millis: int = field(default=0)  # the sub-second part of the submission, as in the instance id
+    # The MaxCompute records' fields that never change, as JSON text: written on first use, freed with the job.
+    common_json: str | None = field(default=None, repr=False)
 
     def is_running(self, t: int) -> bool:
         """Returns whether the job holds resources at `t`."""
@@ -146,18 +148,21 @@ class Job:
         """Returns how long the job waited for resources, counted up to `t` while it still waits."""
         return min(t, self.running_at) - self.submitted_at
 
-    def _level(self, level: float, swing: float, t: int) -> float:
+    def ratios(self, t: int) -> tuple[float, float]:
+        """Returns (CPU use over CPU request, memory use over memory request) at `t`, both 0 when not running."""
         if not self.is_running(t):
-            return 0.0
-        return level + swing * math.sin(2 * math.pi * (t - self.running_at) / self.period + self.phase)
+            return 0.0, 0.0
+        # Both swing with one sine; memory by half the CPU's amplitude.
+        wave = math.sin(2 * math.pi * (t - self.running_at) / self.period + self.phase)
+        return self.cpu_level + self.swing * wave, self.memory_level + self.swing / 2 * wave
 
     def cpu_ratio(self, t: int) -> float:
         """Returns CPU use over CPU request at `t` (0 when not running)."""
-        return self._level(self.cpu_level, self.swing, t)
+        return self.ratios(t)[0]
 
     def memory_ratio(self, t: int) -> float:
         """Returns memory use over memory request at `t` (0 when not running)."""
-        return self._level(self.memory_level, self.swing / 2, t)
+        return self.ratios(t)[1]
 
     def cpu_cores(self, t: int) -> float:
         """Returns the cores in use at `t`."""
