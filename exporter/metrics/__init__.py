@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gc
+import os
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from exporter.metrics import dataarts_factory, emr_serverless_spark, maxcompute
@@ -56,6 +59,7 @@ class Renderer:
         self._cache: dict[tuple[str, str], tuple[Fetched, list[Family], int]] = {}
         self._level = gzip_level
         self._segments: dict[int, Segment] = {}  # id(piece) -> its segment, for the pieces of the last render
+        self._compressors: ThreadPoolExecutor | None = None
 
     def _api_families(self, view: View, key: tuple[str, str], data: Fetched) -> tuple[list[Family], int]:
         cached = self._cache.get(key)
@@ -106,30 +110,37 @@ class Renderer:
 
     def expose(self, families: list[Family]) -> Exposition:
         """Returns the exposition of the families in both formats. Only pieces not seen in the last render are
-        compressed: an unchanged API's families reuse their segments, and OpenMetrics reuses the text's."""
-        segments: dict[int, Segment] = {}
-        text = self._segmented(pieces(families, openmetrics=False), segments)
-        om = self._segmented(pieces(families, openmetrics=True), segments)
-        self._segments = segments
-        return Exposition(tuple(s.data for s in text), gzip_member(text), tuple(s.data for s in om), gzip_member(om))
+        compressed, on every core at once: an unchanged API's families reuse their segments, and OpenMetrics reuses
+        the text's."""
+        text, om = self._plan(pieces(families, openmetrics=False)), self._plan(pieces(families, openmetrics=True))
+        todo = {id(unit): unit for unit in (*text, *om) if isinstance(unit, bytes)}  # a family body once
+        made = dict(zip(todo, self._pool().map(partial(Segment.of, level=self._level), todo.values()), strict=True))
+        text_segments = [made[id(u)] if isinstance(u, bytes) else u for u in text]
+        om_segments = [made[id(u)] if isinstance(u, bytes) else u for u in om]
+        # A large piece's segment is kept for the next render (the piece kept alive by it, so its id stays its own).
+        self._segments = {id(seg.data): seg for seg in (*text_segments, *om_segments) if len(seg.data) >= OWN_SEGMENT}
+        return Exposition(tuple(s.data for s in text_segments), gzip_member(text_segments),
+                          tuple(s.data for s in om_segments), gzip_member(om_segments))
 
-    def _segmented(self, parts: list[bytes], keep: dict[int, Segment]) -> list[Segment]:
-        """Returns segments covering `parts` in order: a large part's own (reused when the last render had it, the
-        part itself kept alive by the segment, so its id stays its own), runs of small parts joined and compressed."""
-        out: list[Segment] = []
+    def _plan(self, parts: list[bytes]) -> list[Segment | bytes]:
+        """Returns what covers `parts` in order: a large part's segment from the last render, or the part itself to
+        compress, and runs of small parts joined, to compress."""
+        out: list[Segment | bytes] = []
         small: list[bytes] = []
         for part in parts:
             if len(part) < OWN_SEGMENT:
                 small.append(part)
                 continue
             if small:
-                out.append(Segment.of(b"".join(small), self._level))
+                out.append(b"".join(small))
                 small = []
-            seg = keep.get(id(part)) or self._segments.get(id(part))
-            if seg is None or seg.data is not part:
-                seg = Segment.of(part, self._level)
-            keep[id(part)] = seg
-            out.append(seg)
+            seg = self._segments.get(id(part))
+            out.append(seg if seg is not None and seg.data is part else part)
         if small:
-            out.append(Segment.of(b"".join(small), self._level))
+            out.append(b"".join(small))
         return out
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._compressors is None:
+            self._compressors = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="compress")
+        return self._compressors
