@@ -15,6 +15,7 @@ windows (mostly NORMAL, some EXCEPTION, STOPPED, STARTING, STOPPING).
 
 from __future__ import annotations
 
+import functools
 import hmac
 import math
 import random
@@ -43,6 +44,7 @@ REALTIME_WINDOW = 1800
 HANG_FRACTION = 0.04
 ODD_FRACTION = 0.05  # records whose status and jobType carry a trailing "\n", like the vendor samples' odd strings
 USERS = ("etl_admin", "zhang_wei", "li_na", "data_ops", "svc_scheduler")
+RUNS_KEPT = 4096  # drawn runs remembered: the last two of each batch job, many times over
 
 
 def _draw(rng: random.Random, weighted: tuple[tuple[Any, float], ...]) -> Any:
@@ -81,10 +83,7 @@ class BatchJob:
 
     def run(self, k: int) -> tuple[int, int, str]:
         """Returns (seconds waiting, seconds running, outcome) of run `k`, drawn from the seed."""
-        rng = random.Random(f"{self.seed}/{k}")
-        wait = int(rng.expovariate(1 / 20))
-        length = int(min(self.period * 0.8, rng.lognormvariate(math.log(self.median_run), 0.8)))
-        return wait, max(1, length), _draw(rng, OUTCOMES)
+        return _draw_run(self.seed, k, self.period, self.median_run)
 
     def last_instance(self, now: int) -> tuple[str, int | None] | None:
         """Returns (lastInstanceStatus, lastInstanceEndTime in seconds or None) at `now`, None when it never ran."""
@@ -107,6 +106,17 @@ class BatchJob:
     def _end(self, k: int) -> int:
         wait, length, _ = self.run(k)
         return self.run_start(k) + wait + length
+
+
+# Remembered because every listing asks again about the same runs (the last two of each job), and seeding a
+# generator for each was most of a page's CPU.
+@functools.lru_cache(maxsize=RUNS_KEPT)
+def _draw_run(seed: str, k: int, period: int, median_run: float) -> tuple[int, int, str]:
+    """Returns (seconds waiting, seconds running, outcome) of run `k` of the batch job seeded with `seed`."""
+    rng = random.Random(f"{seed}/{k}")
+    wait = int(rng.expovariate(1 / 20))
+    length = int(min(period * 0.8, rng.lognormvariate(math.log(median_run), 0.8)))
+    return wait, max(1, length), _draw(rng, OUTCOMES)
 
 
 @dataclass(frozen=True)
