@@ -16,6 +16,7 @@ import structlog
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from exporter.heap import return_free_memory
 from exporter.logs import redact
 from exporter.metrics import Exposition, Renderer
 from exporter.sources.base import Api, PollError
@@ -114,6 +115,7 @@ class Poller:
             view = self.store.view(self._clock())
             self._published_fresh = self._fresh_keys(view.now)
             self.exposition = await asyncio.to_thread(self._renderer.render, view)
+            await asyncio.to_thread(return_free_memory)  # the last exposition's, unless a scrape still sends it
             # Ready means /metrics shows every API's first poll, so it turns only once that poll is published.
             self.polled = sum(1 for s in view.states if s.polls)
 

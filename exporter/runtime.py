@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import gc
 import signal
 import threading
@@ -64,22 +62,6 @@ def build(
     return Exporter(store, Poller(store), targets, sources)
 
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-LARGE_BLOCK = 128 * 1024  # glibc's initial threshold, kept
-
-
-def release_large_blocks() -> bool:
-    """Has glibc's malloc map every block of 128 KiB or more on its own and unmap it when freed; returns whether it
-    could (False on other C libraries, where there is nothing to do). By default glibc raises that threshold each
-    time such a block is freed, up to 32 MB, after which the exposition's multi-MB family bodies are carved from the
-    heap and every poll's new ones fragment it: about 30 MB more resident at 20,000 jobs."""
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK))
-
-
 def freeze_startup_heap() -> None:
     """Moves everything alive now (modules, config, clients: all live as long as the process) out of the garbage
     collector's view, so its full collections stay short while polls allocate and do not stall scrapes."""
@@ -103,7 +85,6 @@ async def serve(
 ) -> None:
     """Polls and serves until SIGINT or SIGTERM (or `stop` is set); `started` gets the metrics URL."""
     host, port = parse_listen_address(listen)
-    release_large_blocks()
     web = web or WebConfig()
     auth = BasicAuth(web.basic_auth_users) if web.basic_auth_users else None
     tls = web.tls_server_config
