@@ -1,9 +1,9 @@
 """The vendor-neutral vocabulary between sources and metrics: plain, immutable records.
 
-Sources turn API responses into these; the metrics module turns these into series. Per-job records are NamedTuples:
-small and fast to build and read (the collector still tracks them: CPython untracks only exact tuples, so a full
-collection visits every job held). Times are UNIX seconds, sizes are bytes, strings are already trimmed. A field the
-API did not return is None and yields no sample.
+Sources turn API responses into these; the metrics module turns these into series. Per-job records are NamedTuples
+of plain values (str, int, float, None): small, fast to build and read, and unable to form a reference cycle, so the
+sources take them out of the garbage collector's view as they parse them (`exporter.heap.untrack`). Times are UNIX
+seconds, sizes are bytes, strings are already trimmed. A field the API did not return is None and yields no sample.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 import structlog
 
+from exporter.heap import untrack
+
 T = TypeVar("T")
 log = structlog.get_logger("exporter.sources")
 
@@ -148,6 +150,7 @@ def parse_page(raw: list[Any], parse: Callable[[Mapping[str, Any]], T], skips: S
             parsed.append(parse(item))
         except BadRecord:
             skips.add("bad_field")
+    untrack(parsed)
     return parsed
 
 
