@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import gzip
 import json
 import math
@@ -195,10 +196,14 @@ def _phases(renderer: Any, view: Any) -> dict[str, Any]:
     from exporter.metrics.format import pieces
 
     render, comp = Span(), Span()
-    render.begin()
-    families = renderer.families(view)
-    text, om = pieces(families, openmetrics=False), pieces(families, openmetrics=True)
-    render.end()
+    gc.disable()  # as Renderer.render does in every publish
+    try:
+        render.begin()
+        families = renderer.families(view)
+        text, om = pieces(families, openmetrics=False), pieces(families, openmetrics=True)
+        render.end()
+    finally:
+        gc.enable()
     comp.begin()
     exposition = renderer.expose(families)
     comp.end()
@@ -274,14 +279,14 @@ async def exporter_role(args: argparse.Namespace) -> None:
     # with the label prefixes and float texts its previous poll left.
     import exporter.metrics as metrics
 
-    render_span, rendered = Span(), [0]
+    render_span, rendered = Span(), []
 
     def timed(render: Any) -> Any:
         def run(*a: Any, **kw: Any) -> Any:
             render_span.begin()
             families, dropped = render(*a, **kw)
             render_span.end()
-            rendered[0] += sum(f.text.count(b"\n") for f in families)
+            rendered.extend(families)  # counted after the poll, not on its render thread
             return families, dropped
         return run
 
@@ -295,7 +300,7 @@ async def exporter_role(args: argparse.Namespace) -> None:
             publish_span.__init__()
             parse_span.__init__()
             render_span.__init__()
-            rendered[0] = 0
+            rendered.clear()
             total = Span()
             sim_cpu = sim_cpu_seconds(args.sim_pid)
             probe.mark("fetch")
@@ -315,7 +320,7 @@ async def exporter_role(args: argparse.Namespace) -> None:
                 "jobs": len(state.data.result.jobs), "total": total.as_dict(),
                 "fetch": Span(total.wall - publish_span.wall, total.cpu - publish_span.cpu).as_dict(),
                 "parse": parse_span.as_dict() if real_parse else None, "publish": publish_span.as_dict(),
-                "render": render_span.as_dict(), "render_samples": rendered[0],
+                "render": render_span.as_dict(), "render_samples": sum(f.text.count(b"\n") for f in rendered),
                 "bound_s": round(rounds * args.latency_ms / 1000, 4), "simulator_cpu_s": round(sim_cpu, 2),
                 "stall_fetch_ms": probe.take("fetch"), "stall_publish_ms": probe.take("publish"),
             })
@@ -687,13 +692,14 @@ def figures(out: dict[str, Any]) -> list[dict[str, Any]]:
             f"render+compress {p['publish']['cpu_s']:.2f} s (the simulator's own: {p['simulator_cpu_s']:.2f} s)")
     in_polls = list(last.values())
     samples_rendered = sum(p["render_samples"] for p in in_polls)
-    rate = samples_rendered / sum(p["render"]["wall_s"] for p in in_polls)
+    rate = samples_rendered / max(sum(p["render"]["wall_s"] for p in in_polls), 1e-4)
     row("render throughput in the polls (each API's families; the last poll's label prefixes and float texts "
         "reused)", f"{rate / 1e6:.2f} M samples/s ({samples_rendered:,} samples: "
-        + ", ".join(f"{p['api']} {p['render_samples'] / p['render']['wall_s'] / 1e6:.2f} M/s" for p in in_polls)
+        + ", ".join(f"{p['api']} {p['render_samples'] / max(p['render']['wall_s'], 1e-4) / 1e6:.2f} M/s"
+                    for p in in_polls)
         + ")", f">= {TARGET_RENDER_SAMPLES_PER_S / 1e6:g} M samples/s", rate >= TARGET_RENDER_SAMPLES_PER_S)
     r = ex["render"]
-    cold = ex["samples"] / r["render"]["wall_s"]
+    cold = ex["samples"] / max(r["render"]["wall_s"], 1e-4)
     row("render throughput cold (every family, nothing cached, with the layout of both formats)",
         f"{cold / 1e6:.2f} M samples/s ({ex['samples']:,} in {r['render']['wall_s'] * 1000:.0f} ms)")
     row("compress (all families, cold)", f"{r['compress']['wall_s'] * 1000:.0f} ms wall, "

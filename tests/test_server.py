@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 
 import httpx
-import pytest
 
 from exporter.metrics.format import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from tests.helpers import eventually_status as eventually
@@ -71,32 +70,3 @@ async def test_custom_telemetry_path() -> None:
         assert 'href="/custom"' in (await c.get(url + "/")).text
 
 
-
-HOLES = """
-from exporter.heap import return_free_memory
-def rss():
-    return int(open("/proc/self/statm").read().split()[1]) * 4096
-warm = [bytes(4_000_000) for _ in range(3)]
-del warm  # glibc now carves blocks this large from its heap instead of mapping each
-big, small = [], []
-for _ in range(40):
-    big.append(b"x" * 3_000_000)
-    small.append(bytes(1000))  # a long-lived block after each: the big ones leave holes, not a free top
-del big
-before = rss()
-print(return_free_memory(), (before - rss()) // 2**20)
-"""
-
-
-def test_freed_exposition_memory_goes_back_to_the_system() -> None:
-    """After a publish, the holes the last exposition's multi-MB blocks left in the heap are handed back, so the
-    resident size follows what the exporter holds (run in a fresh interpreter: the heap must start clean)."""
-    import platform
-    import subprocess
-    import sys
-
-    if platform.libc_ver()[0] != "glibc":
-        pytest.skip("malloc_trim is glibc's")
-    out = subprocess.run([sys.executable, "-c", HOLES], capture_output=True, text=True, check=True).stdout.split()
-    assert out[0] == "True"
-    assert int(out[1]) >= 60, f"only {out[1]} MB of 120 MB of holes went back"

@@ -7,7 +7,8 @@ import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
+from pathlib import Path
 from typing import Any
 
 from exporter.metrics import dataarts_factory, emr_serverless_spark, maxcompute
@@ -25,6 +26,7 @@ GZIP_LEVEL = 1
 # Pieces at least this long get a deflate segment of their own, kept while the piece lives; shorter ones (headers,
 # aggregate and self-metric families) are joined with their neighbours and compressed afresh at each render.
 OWN_SEGMENT = 16 * 1024
+MAX_COMPRESSORS = 4  # threads; a publish compresses a few dozen families at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,26 @@ class Exposition:
         return b"".join(self.om_chunks), b"".join(self.om_gz_chunks)
 
 
+def usable_cpus() -> int:
+    """Returns the CPUs this process may use: its affinity, limited by a cgroup v2 CPU quota (a container's limit),
+    at least 1. Compressing on more threads than that would spend a quota in bursts and pause the whole process,
+    event loop included, until the next period."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, int(quota) // int(period))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+@cache
+def compressors() -> ThreadPoolExecutor:
+    """Returns the process's compression threads (zlib lets go of the GIL, so they run on every usable CPU)."""
+    return ThreadPoolExecutor(min(MAX_COMPRESSORS, usable_cpus()), thread_name_prefix="compress")
+
+
 class Renderer:
     """Renders views; an API's families are rendered once per poll result and reused until the next."""
 
@@ -59,7 +81,6 @@ class Renderer:
         self._cache: dict[tuple[str, str], tuple[Fetched, list[Family], int]] = {}
         self._level = gzip_level
         self._segments: dict[int, Segment] = {}  # id(piece) -> its segment, for the pieces of the last render
-        self._compressors: ThreadPoolExecutor | None = None
 
     def _api_families(self, view: View, key: tuple[str, str], data: Fetched) -> tuple[list[Family], int]:
         cached = self._cache.get(key)
@@ -114,7 +135,7 @@ class Renderer:
         the text's."""
         text, om = self._plan(pieces(families, openmetrics=False)), self._plan(pieces(families, openmetrics=True))
         todo = {id(unit): unit for unit in (*text, *om) if isinstance(unit, bytes)}  # a family body once
-        made = dict(zip(todo, self._pool().map(partial(Segment.of, level=self._level), todo.values()), strict=True))
+        made = dict(zip(todo, compressors().map(partial(Segment.of, level=self._level), todo.values()), strict=True))
         text_segments = [made[id(u)] if isinstance(u, bytes) else u for u in text]
         om_segments = [made[id(u)] if isinstance(u, bytes) else u for u in om]
         # A large piece's segment is kept for the next render (the piece kept alive by it, so its id stays its own).
@@ -140,7 +161,3 @@ class Renderer:
             out.append(b"".join(small))
         return out
 
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._compressors is None:
-            self._compressors = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="compress")
-        return self._compressors

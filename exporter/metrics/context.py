@@ -31,6 +31,10 @@ class JobTextCache:
         self._last = dict(zip(keys, out, strict=True))
         return out
 
+    def forget(self) -> None:
+        """Drops everything: the last render wrote no per-job series."""
+        self._last, self._floats = {}, {}
+
     def floats(self, family: str) -> dict[float, str]:
         """Returns the float texts of a family's last render, for `per_job_gauge` to reuse and replace."""
         return self._floats.setdefault(family, {})

@@ -104,7 +104,8 @@ def per_job_gauge(
 def number_texts(values: list[float], floats: dict[float, str]) -> list[str]:
     """Returns each value's sample text. Writing a float costs several times what writing an int does, and floats
     recur (ratios of few digits, across jobs and from one poll to the next): each distinct float is written once,
-    or taken from `floats`, the texts of the last call, which are then replaced by this call's."""
+    or taken from `floats`, the texts of the last call, which are then replaced by this call's. Values that compare
+    equal share a text (1 and 1.0 read the same to Prometheus; a zero is written 0.0)."""
     if type(values[0]) is not float:
         floats.clear()
         return list(map(str, values))
@@ -113,6 +114,8 @@ def number_texts(values: list[float], floats: dict[float, str]) -> list[str]:
     texts = dict(zip(known, map(floats.__getitem__, known), strict=True))
     new = distinct.difference(known)
     texts.update(zip(new, map(str, new), strict=True))
+    if 0.0 in texts:  # 0.0 and -0.0 are one key here: a zero is written 0.0, whatever its sign
+        texts[0.0] = "0.0"
     floats.clear()
     floats.update(texts)
     return list(map(texts.__getitem__, values))

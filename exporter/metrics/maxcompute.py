@@ -123,6 +123,8 @@ def running_families(ctx: SourceContext, result: RunningJobs) -> tuple[list[Fami
         prefixes = cache.prefixes(keys, kept, _running_prefix(ctx))
         families += [per_job_gauge(name, help_, prefixes, map(get, kept), cache.floats(name))
                      for name, help_, get in RUNNING_PER_JOB]
+    else:
+        ctx.cache("running").forget()
     return families, dropped
 
 
@@ -193,6 +195,8 @@ def snapshot_families(ctx: SourceContext, result: JobSnapshot) -> tuple[list[Fam
         prefixes = cache.prefixes(keys, kept, _snapshot_prefix(ctx))
         families += [per_job_gauge(name, help_, prefixes, map(get, kept), cache.floats(name))
                      for name, help_, get in SNAPSHOT_PER_JOB]
+    else:
+        ctx.cache("snapshot").forget()
     return families, dropped
 
 

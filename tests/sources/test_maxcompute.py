@@ -76,23 +76,17 @@ async def test_every_page_is_read(count: int) -> None:
     assert {r.url.params["pageSize"] for r in api.requests} == {"20"}
 
 
-async def test_parsed_jobs_are_out_of_the_collectors_view_and_still_freed() -> None:
+async def test_parsed_jobs_are_out_of_the_collectors_view() -> None:
     """Jobs are NamedTuples, which CPython's collector would visit at every full collection (tens of ms at 20,000
-    jobs, on the event loop): the source takes them out of its view, and reference counting still frees them."""
+    jobs, on the event loop): the source takes them out of its view."""
     import gc
     import platform
-    import sys
 
     if platform.python_implementation() != "CPython":
         pytest.skip("untracking is CPython's")
     fetched = await make_source(FakeRunningJobs([running_job(i) for i in range(45)])).running_jobs()
     jobs = fetched.result.jobs
     assert len(jobs) == 45 and not any(map(gc.is_tracked, jobs))
-    instance_id = jobs[0].instance_id
-    before = sys.getrefcount(instance_id)
-    del fetched, jobs
-    gc.collect()
-    assert sys.getrefcount(instance_id) < before, "the job holding the id was freed"
 
 
 async def test_query_carries_window_and_filters_as_one_comma_joined_value() -> None:
