@@ -168,7 +168,7 @@ def _quiet_logs() -> None:
 
 
 def cold_view(view: Any) -> Any:
-    """Returns the view with every source's per-job text caches empty, as at a first poll."""
+    """Returns the view with every source's label prefix caches empty, as at a first poll."""
     import dataclasses
 
     contexts = {name: dataclasses.replace(ctx, caches={}) for name, ctx in view.contexts.items()}
@@ -176,7 +176,7 @@ def cold_view(view: Any) -> Any:
 
 
 def render_breakdown(view: Any, repeats: int) -> dict[str, Any]:
-    """Renders the whole view cold (a fresh Renderer, no per-job text cached) `repeats` times; returns the best run's
+    """Renders the whole view cold (a fresh Renderer, no label prefix cached) `repeats` times; returns the best run's
     phases: render (the families' sample text, encoded, and the layout of both formats) and compress (both formats'
     gzip)."""
     from exporter.metrics import Renderer
@@ -276,7 +276,7 @@ async def exporter_role(args: argparse.Namespace) -> None:
     mc_source.parse_page = parse_page
 
     # Render time inside the publish: each API's renderer (its families' sample text, encoded), as a poll runs it,
-    # with the label prefixes and float texts its previous poll left.
+    # with the label prefixes its previous poll left.
     import exporter.metrics as metrics
 
     render_span, rendered = Span(), []
@@ -693,7 +693,7 @@ def figures(out: dict[str, Any]) -> list[dict[str, Any]]:
     in_polls = list(last.values())
     samples_rendered = sum(p["render_samples"] for p in in_polls)
     rate = samples_rendered / max(sum(p["render"]["wall_s"] for p in in_polls), 1e-4)
-    row("render throughput in the polls (each API's families; the last poll's label prefixes and float texts "
+    row("render throughput in the polls (each API's families; the last poll's label prefixes "
         "reused)", f"{rate / 1e6:.2f} M samples/s ({samples_rendered:,} samples: "
         + ", ".join(f"{p['api']} {p['render_samples'] / max(p['render']['wall_s'], 1e-4) / 1e6:.2f} M/s"
                     for p in in_polls)

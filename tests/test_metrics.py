@@ -66,8 +66,9 @@ def test_per_job_cap_keeps_the_largest_and_counts_the_rest() -> None:
 
 
 def test_per_job_values_follow_each_poll_through_the_reused_texts() -> None:
-    """A source's renders reuse label prefixes and float texts from the last render: every sample must still carry
-    its own poll's value, including values that moved to another job, changed type, or went missing."""
+    """A source's renders reuse label prefixes from the last render and share the text of equal floats: every
+    sample must still carry its own poll's value, including values that moved to another job, changed type, or
+    went missing."""
     store, ctx, renderer = Store(), SourceContext("mc", "maxcompute", "cn-hangzhou"), Renderer()
     store.add_api(ctx, "GetRunningJobs", 30, 90)
     polls = [
@@ -88,8 +89,8 @@ def test_a_zero_is_written_as_zero_whatever_its_sign() -> None:
     """Float texts are shared by value, and 0.0 == -0.0: the text must not depend on which came first."""
     from exporter.metrics.format import number_texts
 
-    assert number_texts([-0.0, 0.0, 0.5, -0.0], {}) == ["0.0", "0.0", "0.5", "0.0"]
-    assert number_texts([0.0, -0.0], {-0.0: "-0.0"}) == ["0.0", "0.0"]
+    assert number_texts([-0.0, 0.0, 0.5, -0.0]) == ["0.0", "0.0", "0.5", "0.0"]
+    assert number_texts([0.25, 1, 0.25]) == ["0.25", "1", "0.25"]
 
 
 def test_per_job_series_can_be_switched_off() -> None:

@@ -10,15 +10,13 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-class JobTextCache:
-    """The per-job text of one API's last render, reused by the next: the jobs' label prefixes (a job keeps its
-    labels from poll to poll, and building them is most of a cold render) and, per family, the text of each float
-    written (writing a float is most of a sample line's cost, and many values recur). Holds only what the last
-    render wrote, in dicts of strings, so it is bounded and costs the garbage collector next to nothing."""
+class PrefixCache:
+    """The per-job label prefixes of one API's last render, reused by the next: a job keeps its labels from poll to
+    poll, and building them is most of a cold render. Holds only the jobs of the last render, in one dict of
+    strings, so it is bounded and costs the garbage collector next to nothing."""
 
     def __init__(self) -> None:
         self._last: dict[Hashable, str] = {}
-        self._floats: dict[str, dict[float, str]] = {}
 
     def prefixes(self, keys: list[Hashable], jobs: Sequence[T], make: Callable[[T], str]) -> list[str]:
         """Returns the prefix of each job (keyed by `keys`, in the same order), made by `make` for the keys the last
@@ -32,12 +30,8 @@ class JobTextCache:
         return out
 
     def forget(self) -> None:
-        """Drops everything: the last render wrote no per-job series."""
-        self._last, self._floats = {}, {}
-
-    def floats(self, family: str) -> dict[float, str]:
-        """Returns the float texts of a family's last render, for `per_job_gauge` to reuse and replace."""
-        return self._floats.setdefault(family, {})
+        """Drops every prefix: the last render wrote no per-job series."""
+        self._last = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +44,11 @@ class SourceContext:
     per_job_series: bool = True
     max_job_series: int = 5000
     owner_label: str = "keep"  # keep, hash or drop
-    caches: dict[str, JobTextCache] = field(default_factory=dict, compare=False, repr=False)
+    caches: dict[str, PrefixCache] = field(default_factory=dict, compare=False, repr=False)
 
-    def cache(self, name: str) -> JobTextCache:
-        """Returns this source's per-job text cache for one family set (renders of one API run one at a time)."""
-        return self.caches.setdefault(name, JobTextCache())
+    def cache(self, name: str) -> PrefixCache:
+        """Returns this source's prefix cache for one family set (renders of one API run one at a time)."""
+        return self.caches.setdefault(name, PrefixCache())
 
     def owner(self, value: str) -> tuple[str, str]:
         """Returns the owner label pair as configured: kept, replaced by a stable hash, or dropped (no name)."""

@@ -119,10 +119,8 @@ def running_families(ctx: SourceContext, result: RunningJobs) -> tuple[list[Fami
     if kept:
         # Keyed by the labels' values (a job's record changes every poll, its labels do not).
         keys = _label_keys(kept, "instance_id", "project", "quota", "owner")
-        cache = ctx.cache("running")
-        prefixes = cache.prefixes(keys, kept, _running_prefix(ctx))
-        families += [per_job_gauge(name, help_, prefixes, map(get, kept), cache.floats(name))
-                     for name, help_, get in RUNNING_PER_JOB]
+        prefixes = ctx.cache("running").prefixes(keys, kept, _running_prefix(ctx))
+        families += [per_job_gauge(name, help_, prefixes, map(get, kept)) for name, help_, get in RUNNING_PER_JOB]
     else:
         ctx.cache("running").forget()
     return families, dropped
@@ -191,10 +189,8 @@ def snapshot_families(ctx: SourceContext, result: JobSnapshot) -> tuple[list[Fam
     kept, dropped = ctx.capped(jobs, attrgetter("cpu_usage_cores"))
     if kept:
         keys = _label_keys(kept, "instance_id", *GROUP, "owner", "priority")
-        cache = ctx.cache("snapshot")
-        prefixes = cache.prefixes(keys, kept, _snapshot_prefix(ctx))
-        families += [per_job_gauge(name, help_, prefixes, map(get, kept), cache.floats(name))
-                     for name, help_, get in SNAPSHOT_PER_JOB]
+        prefixes = ctx.cache("snapshot").prefixes(keys, kept, _snapshot_prefix(ctx))
+        families += [per_job_gauge(name, help_, prefixes, map(get, kept)) for name, help_, get in SNAPSHOT_PER_JOB]
     else:
         ctx.cache("snapshot").forget()
     return families, dropped
