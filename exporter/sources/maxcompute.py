@@ -148,7 +148,8 @@ class MaxComputeSource:
             return parse_page(raw, parse_running_job, skips), integer_field(data, "totalCount")
 
         parsed, pages = await fetch_numbered_pages(
-            page, RUNNING_PAGE_SIZE, self._config.max_pages, skips, "GetRunningJobs", first=1
+            page, RUNNING_PAGE_SIZE, self._config.max_pages, skips, "GetRunningJobs", first=1,
+            workers=self._config.max_concurrency,
         )
         jobs = unique(parsed, skips, key=INSTANCE_ID)
         if self._config.projects:  # GetRunningJobs has no project filter of its own
@@ -190,7 +191,8 @@ class MaxComputeSource:
             return parse_page(raw, parse_snapshot_job, skips), integer_field(data, "totalCount")
 
         parsed, pages = await fetch_numbered_pages(
-            page, SNAPSHOT_PAGE_SIZE, self._config.max_pages, skips, "ListJobSnapshotInfos", first=1
+            page, SNAPSHOT_PAGE_SIZE, self._config.max_pages, skips, "ListJobSnapshotInfos", first=1,
+            workers=self._config.max_concurrency,
         )
         jobs = unique(parsed, skips, key=INSTANCE_ID)
         if len(self._config.quotas) > 1:
