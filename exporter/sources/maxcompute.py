@@ -7,6 +7,7 @@ between pages while the pages are read.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from operator import attrgetter
@@ -115,9 +116,12 @@ class MaxComputeSource:
             apis.append(Api("GetJobInfo", self._config.job_info_interval, self.finished.poll))
         return apis
 
-    def _observe(self, api: str, jobs: list[Any], skips: Skips) -> None:
+    async def _observe(self, api: str, jobs: list[Any], skips: Skips) -> None:
         """Tells the finished-job tracker which jobs are active, unless the listing was cut short."""
         if self.finished and not skips.counts.get("page_limit"):
+            # De-duplicating and this each pass over every job held: the event loop gets a turn between the two
+            # (scrapes wait for one pass at most, not both).
+            await asyncio.sleep(0)
             self.finished.observe(api, frozenset(map(INSTANCE_ID, jobs)))
 
     def _running_query(self, page: int, now: int) -> dict[str, Any]:
@@ -155,7 +159,7 @@ class MaxComputeSource:
         if self._config.projects:  # GetRunningJobs has no project filter of its own
             wanted = set(self._config.projects)
             jobs = [j for j in jobs if j.project in wanted]
-        self._observe("GetRunningJobs", jobs, skips)
+        await self._observe("GetRunningJobs", jobs, skips)
         return Fetched(RunningJobs(tuple(jobs)), pages, read[0], dict(skips.counts))
 
     def _snapshot_request(self, page: int, at: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -198,6 +202,6 @@ class MaxComputeSource:
         if len(self._config.quotas) > 1:
             wanted = set(self._config.quotas)
             jobs = [j for j in jobs if j.quota in wanted]
-        self._observe("ListJobSnapshotInfos", jobs, skips)
+        await self._observe("ListJobSnapshotInfos", jobs, skips)
         snapshot_time = max(snapshot_times) if snapshot_times else None
         return Fetched(JobSnapshot(tuple(jobs), snapshot_time), pages, read[0], dict(skips.counts))
