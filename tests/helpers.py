@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -120,3 +120,21 @@ async def eventually_status(request: Any, check_status: int, timeout: float = 10
         return response if response.status_code == check_status else None
 
     return await eventually(check, timeout)
+
+
+@dataclass
+class Hang:
+    """A fake API's wait that lasts until `release` is set, counting the requests that entered it and those
+    cancelled in it: for requests that must not outlive their poll."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    entered: int = 0
+    cancelled: int = 0
+
+    async def __call__(self) -> None:
+        self.entered += 1
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise

@@ -23,6 +23,7 @@ from exporter.model import DataArtsJob, DataArtsJobList
 from exporter.runtime import build
 from exporter.sources.base import PollError
 from exporter.sources.dataarts_factory import DataArtsFactorySource, parse_job, split_budget
+from tests.helpers import Hang
 
 AK, SK = "HWAKTESTEXAMPLE000000", "HWSKTESTEXAMPLESECRETKEY00000000000000000"
 PROJECT = "0123456789abcdef0123456789abcdef"
@@ -396,9 +397,8 @@ async def test_an_offset_read_as_a_record_count_is_warned_about() -> None:
 async def test_a_failing_page_cancels_the_pages_still_queued() -> None:
     """Page 0 says 6 pages; page 1 fails while pages 2 to 5 hang (up to the concurrency) or wait for a slot: none
     of them outlives the failed poll, and none is sent after it."""
-    release = asyncio.Event()
+    hang = Hang()
     sent: list[int] = []
-    hanging = {"entered": 0, "cancelled": 0}
 
     async def handler(request: httpx.Request) -> httpx.Response:
         offset = int(request.url.params["offset"])
@@ -408,19 +408,14 @@ async def test_a_failing_page_cancels_the_pages_still_queued() -> None:
         if offset == 1:
             await asyncio.sleep(0.01)
             return error(500, "DLF.0001", "internal error")
-        hanging["entered"] += 1
-        try:
-            await release.wait()
-        except asyncio.CancelledError:
-            hanging["cancelled"] += 1
-            raise
+        await hang()
         return httpx.Response(200, json={"total": 600, "jobs": []})
 
     with pytest.raises(PollError, match=r"DLF\.0001"):
         await make_source(handler, max_concurrency=3).job_list(None, "BATCH")
-    assert hanging["cancelled"] == hanging["entered"] >= 2  # each hanging request was cancelled with the poll
+    assert hang.cancelled == hang.entered >= 2  # each hanging request was cancelled with the poll
     before = sorted(sent)
     assert 5 not in before  # at most 3 at once: page 5 was still waiting for a slot
-    release.set()
+    hang.release.set()
     await asyncio.sleep(0.05)
     assert sorted(sent) == before  # and it never gets one

@@ -26,7 +26,7 @@ from exporter.model import ENDED_CU_HOURS, ENDED_DURATION, ENDED_MEMORY_BYTE_SEC
 from exporter.sources.alibaba import AcsCaller
 from exporter.sources.base import PollError
 from exporter.sources.emr_serverless_spark import ACTIVE_STATES, EmrServerlessSparkSource
-from tests.helpers import signing_vectors_dir
+from tests.helpers import Hang, signing_vectors_dir
 
 NOW = 1_700_000_000.0
 MS = 1000
@@ -432,19 +432,13 @@ async def test_a_failing_listing_cancels_the_other() -> None:
     """The active listing fails on its second page while the ended listing's page hangs: the hanging request is
     cancelled with the poll, and the ended listing sends nothing after it."""
     api = FakeListJobRuns([run(i, "Running") for i in range(150)])
-    release = asyncio.Event()
-    hanging = {"entered": 0, "cancelled": 0}
+    hang = Hang()
     sent: list[httpx.QueryParams] = []
 
     async def handler(request: httpx.Request) -> httpx.Response:
         sent.append(request.url.params)
         if "endTime" in request.url.params:
-            hanging["entered"] += 1
-            try:
-                await release.wait()
-            except asyncio.CancelledError:
-                hanging["cancelled"] += 1
-                raise
+            await hang()
             return api(request)
         if request.url.params.get("nextToken"):
             return httpx.Response(500, json={"RequestId": "r", "Code": "InternalError", "Message": "boom"})
@@ -453,8 +447,8 @@ async def test_a_failing_listing_cancels_the_other() -> None:
     source = make_source(handler)
     with pytest.raises(PollError, match="InternalError"):
         await source.poll("w-1")
-    assert hanging == {"entered": 1, "cancelled": 1}
-    release.set()
+    assert (hang.entered, hang.cancelled) == (1, 1)
+    hang.release.set()
     await asyncio.sleep(0.05)
     assert len(sent) == 3  # active pages 1 and 2, ended page 1: nothing after the failure
 
