@@ -86,6 +86,14 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
+def base_url(value: str | None, example: str) -> str | None:
+    """Returns a base URL without its trailing slash (None stays None); raises ValueError, naming `example`, for
+    anything with a path or another scheme than http(s)."""
+    if value is not None and not re.match(r"^https?://[^/\s]+/?$", value):
+        raise ValueError(f"expected a base URL such as {example} (no path)")
+    return value.rstrip("/") if value else value
+
+
 class CredentialsConfig(Strict):
     """Where a source's keys come from: environment variables (default: the vendor's) or files, or (Alibaba Cloud)
     RRSA, an OIDC token exchanged for STS credentials."""
@@ -129,9 +137,7 @@ class CredentialsConfig(Strict):
     @field_validator("sts_endpoint")
     @classmethod
     def _sts_endpoint_is_base_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+/?$", value):
-            raise ValueError("expected a base URL such as https://sts-vpc.cn-hangzhou.aliyuncs.com (no path)")
-        return value.rstrip("/") if value else value
+        return base_url(value, "https://sts-vpc.cn-hangzhou.aliyuncs.com")
 
 
 ALIBABA_ENV = ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_SECURITY_TOKEN")
@@ -174,9 +180,7 @@ class SourceConfig(Strict):
     @field_validator("endpoint")
     @classmethod
     def _endpoint_is_base_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+/?$", value):
-            raise ValueError("expected a base URL such as https://host or http://127.0.0.1:8080 (no path)")
-        return value.rstrip("/") if value else value
+        return base_url(value, "https://host or http://127.0.0.1:8080")
 
 
 class MaxComputeConfig(SourceConfig):
