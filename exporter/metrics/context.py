@@ -29,10 +29,6 @@ class PrefixCache:
         self._last = dict(zip(keys, out, strict=True))
         return out
 
-    def forget(self) -> None:
-        """Drops every prefix: the last render wrote no per-job series."""
-        self._last = {}
-
 
 @dataclass(frozen=True, slots=True)
 class SourceContext:

@@ -67,11 +67,17 @@ def _owner(ctx: SourceContext) -> tuple[tuple[str, ...], Callable[[str], tuple[s
     return ("owner",), lambda owner: (ctx.owner(owner)[1],)
 
 
-def _label_keys(jobs: Sequence[J], *names: str) -> list[str]:
-    """Returns each job's label values joined into one string: a key for its cached prefix that, unlike a tuple,
-    the garbage collector does not track (20,000 tuples kept from a render would make the next young collections,
-    on the event loop, scan them all)."""
-    return list(map("\x1f".join, map(attrgetter(*names), jobs)))
+def _per_job(
+    ctx: SourceContext, cache: str, kept: Sequence[J], label_names: tuple[str, ...], make: Callable[[J], str],
+    table: list[tuple[str, str, Callable[[J], float | None]]],
+) -> list[Family]:
+    """Returns the per-job families of `table` for the kept jobs (empty ones when none is kept). Label prefixes are
+    reused from the last render, keyed by the labels' values (a job's record changes every poll, its labels do not)
+    joined into one string: unlike a tuple, a string is not tracked by the garbage collector, whose young
+    collections on the event loop would otherwise scan 20,000 keys kept from a render."""
+    keys = list(map("\x1f".join, map(attrgetter(*label_names), kept)))
+    prefixes = ctx.cache(cache).prefixes(keys, kept, make)
+    return [per_job_gauge(name, help_, prefixes, map(get, kept)) for name, help_, get in table]
 
 
 def _running_prefix(ctx: SourceContext) -> Callable[[RunningJob], str]:
@@ -116,13 +122,8 @@ def running_families(ctx: SourceContext, result: RunningJobs) -> tuple[list[Fami
               _rows(ctx, ("quota",), _sums(by_quota, attrgetter("memory_snapshot")))),
     ]
     kept, dropped = ctx.capped(jobs, attrgetter("cu_snapshot"))
-    if kept:
-        # Keyed by the labels' values (a job's record changes every poll, its labels do not).
-        keys = _label_keys(kept, "instance_id", "project", "quota", "owner")
-        prefixes = ctx.cache("running").prefixes(keys, kept, _running_prefix(ctx))
-        families += [per_job_gauge(name, help_, prefixes, map(get, kept)) for name, help_, get in RUNNING_PER_JOB]
-    else:
-        ctx.cache("running").forget()
+    families += _per_job(ctx, "running", kept, ("instance_id", "project", "quota", "owner"), _running_prefix(ctx),
+                         RUNNING_PER_JOB)
     return families, dropped
 
 
@@ -187,12 +188,8 @@ def snapshot_families(ctx: SourceContext, result: JobSnapshot) -> tuple[list[Fam
         families.append(gauge("maxcompute_snapshot_timestamp_seconds", "The snapshotTime of the last snapshot read.",
                               _rows(ctx, (), {(): result.snapshot_time})))
     kept, dropped = ctx.capped(jobs, attrgetter("cpu_usage_cores"))
-    if kept:
-        keys = _label_keys(kept, "instance_id", *GROUP, "owner", "priority")
-        prefixes = ctx.cache("snapshot").prefixes(keys, kept, _snapshot_prefix(ctx))
-        families += [per_job_gauge(name, help_, prefixes, map(get, kept)) for name, help_, get in SNAPSHOT_PER_JOB]
-    else:
-        ctx.cache("snapshot").forget()
+    families += _per_job(ctx, "snapshot", kept, ("instance_id", *GROUP, "owner", "priority"), _snapshot_prefix(ctx),
+                         SNAPSHOT_PER_JOB)
     return families, dropped
 
 
