@@ -89,6 +89,27 @@ async def test_parsed_jobs_are_out_of_the_collectors_view() -> None:
     assert len(jobs) == 45 and not any(map(gc.is_tracked, jobs))
 
 
+async def test_pages_are_read_by_as_many_tasks_as_the_concurrency_in_order() -> None:
+    """A thousand pages must not become a thousand tasks made in one event-loop step: no more page reads are under
+    way at once than the workers asked for, and the records still come in page order."""
+    import asyncio
+
+    from exporter.sources.base import Skips, fetch_numbered_pages
+
+    under_way = [0, 0]  # now, most
+
+    async def page(n: int) -> tuple[list[int], int]:
+        under_way[0] += 1
+        under_way[1] = max(under_way[1], under_way[0])
+        await asyncio.sleep(0.001 * (n % 3))  # pages finish out of order
+        under_way[0] -= 1
+        return [n], 50
+
+    records, read = await fetch_numbered_pages(page, 1, 100, Skips(), "test", first=1, workers=3)
+    assert records == list(range(1, 51)) and read == 50
+    assert under_way[1] == 3
+
+
 async def test_query_carries_window_and_filters_as_one_comma_joined_value() -> None:
     api = FakeRunningJobs([])
     source = make_source(api, quotas=["q1", "q 2"], owners=["ALIYUN$a@example.com"])
