@@ -423,9 +423,18 @@ class App:
         return None
 
     async def _through_gateway(self, binding: _Binding, request: Request) -> Response:
+        # The answer is made at once and sent when the latency is up: like a real service's, the simulator's own work
+        # is part of the latency a client sees, not added to it (on the client's machine it would otherwise be
+        # counted against the client, one request after another).
+        loop = asyncio.get_running_loop()
+        due = loop.time() + request.faults.latency_ms / 1000
+        response = self._answer(binding, request)
+        if (wait := due - loop.time()) > 0:
+            await asyncio.sleep(wait)
+        return response
+
+    def _answer(self, binding: _Binding, request: Request) -> Response:
         faults, gateway = request.faults, binding.gateway
-        if faults.latency_ms:
-            await asyncio.sleep(faults.latency_ms / 1000)
         try:
             if faults.down:
                 raise gateway.server_error(request, 503)

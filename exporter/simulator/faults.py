@@ -30,7 +30,9 @@ class FaultSettings:
     Rates are probabilities per request (per record for `bad_field_rate`); all switches are off by default.
     """
 
-    latency_ms: float = _switch(0.0, "milliseconds added before the request is handled")
+    latency_ms: float = _switch(
+        0.0, "milliseconds from a request's arrival to its answer (the simulator's own work included)"
+    )
     error_rate: float = _switch(0.0, "share of requests answered with gateway 500 InternalError or 503")
     throttle_rate: float = _switch(0.0, "share of requests throttled, with an x-acs-retry-after header")
     throttle_status: int = _switch(400, "400 (Throttling.User, as documented) or 429 (Throttling)")

@@ -18,6 +18,7 @@ import pytest
 from exporter.auth.aliyun import AliyunAuth
 from exporter.credentials import static
 from exporter.simulator import FAULT_NAMES, Faults, Simulator, WorkloadParams
+from exporter.simulator.maxcompute import MaxComputeService
 from exporter.simulator.run import Endpoint, run_in_thread, serve
 from tests.helpers import START, FakeClock, signing_vectors_dir
 
@@ -441,6 +442,25 @@ def test_latency_applies_to_the_chosen_api_only(api: Api) -> None:
     assert api.running(**{"from": 0, "to": int(START)}).status_code == 200
     assert time.perf_counter() - started >= 0.2
     assert api.sim.faults.effective(SNAPSHOT).latency_ms == 0
+
+
+def test_latency_counts_the_simulators_own_work(
+    serve_api: Callable[..., Api], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real service's latency includes its work: an answer that takes 0.3 s to make, under a latency of 0.6 s,
+    arrives after about 0.6 s, not 0.9 s (the simulator's work would otherwise be counted against its client)."""
+    answer = MaxComputeService.get_running_jobs
+
+    def slow(self: MaxComputeService, request: Any) -> Any:
+        time.sleep(0.3)
+        return answer(self, request)
+
+    monkeypatch.setattr(MaxComputeService, "get_running_jobs", slow)
+    api = serve_api()
+    api.sim.faults.set(RUNNING, latency_ms=600)
+    started = time.perf_counter()
+    assert api.running(**{"from": 0, "to": int(START)}).status_code == 200
+    assert 0.6 <= time.perf_counter() - started < 0.85
 
 
 def test_error_rate_gives_gateway_500_and_503(api: Api) -> None:
