@@ -408,8 +408,11 @@ class Scraper:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
-    def get(self) -> tuple[float, bytes, dict[str, str]]:
-        """Returns (seconds from sending the request to the last body byte, body, headers)."""
+    def get(self, keep_body: bool = False) -> tuple[float, bytes | None, dict[str, str]]:
+        """Returns (seconds from sending the request to the last body byte, the body when `keep_body`, headers).
+
+        The body is copied out of the receive buffer only when asked for: a copy of tens of MB holds the GIL for
+        milliseconds, which would stall the other scrapers of a concurrent scenario in the middle of their reads."""
         started = time.perf_counter()
         if self.sock is None:
             self.sock = self._connect()
@@ -444,7 +447,7 @@ class Scraper:
                 raise ConnectionError("closed mid-body")
             got += n
         elapsed = time.perf_counter() - started
-        body = bytes(view[:got])
+        body = bytes(view[:got]) if keep_body else None
         view.release()
         if status.startswith("HTTP/1.0") or headers.get("connection", "").lower() == "close" or length is None:
             sock.close()
@@ -479,7 +482,7 @@ def scrape_role(args: argparse.Namespace) -> None:
             barrier.wait(timeout=30)
             done = 0
             while done < args.count and (done < args.min_count or time.perf_counter() < deadline):
-                elapsed, body, headers = scraper.get()
+                elapsed, body, headers = scraper.get(keep_body=not first)
                 done += 1
                 with lock:
                     latencies.append(elapsed)
