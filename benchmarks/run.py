@@ -62,16 +62,37 @@ def report(event: str, **data: Any) -> None:
     print(MARK + json.dumps({"event": event, **data}), flush=True)
 
 
+def _status_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """Returns the process's peak resident size since it started or since `reset_peak_rss()` (Linux's VmHWM)."""
+    peak = _status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def reset_peak_rss() -> bool:
+    """Starts the peak resident size afresh from the current one (Linux: `5` to /proc/self/clear_refs); returns
+    whether it could. The exporter's process does work of the benchmark's own between polling and serving (the
+    exposition dumped for the baseline, cold renders of a second Renderer): its memory is not the exporter's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    rss = _status_mb("VmRSS")
+    return rss if rss is not None else float("nan")
 
 
 def sim_cpu_seconds(pid: int | None) -> float:
@@ -308,14 +329,15 @@ async def exporter_role(args: argparse.Namespace) -> None:
                 "bound_s": round(rounds * args.latency_ms / 1000, 4), "simulator_cpu_s": round(sim_cpu, 2),
                 "stall_fetch_ms": probe.take("fetch"), "stall_publish_ms": probe.take("publish"),
             })
-    exposition = poller.exposition
-    text = exposition.text
-    samples = count_samples(text)
-    peak_polling = peak_rss_mb()
-    Path(args.dump).write_bytes(text)
-    del text
+    peak_polling, rss_polled = peak_rss_mb(), rss_mb()
+    # Chunks start at line starts, so counting per chunk is exact; joined, they would be one more copy to hold.
+    chunks = poller.exposition.chunks
+    samples = sum(map(count_samples, chunks))
+    with open(args.dump, "wb") as f:
+        f.writelines(chunks)
     metrics.RENDERERS.update(renderers)
     breakdown = render_breakdown(exporter.store.view(time.time()), args.render_repeats)
+    peak_reset = reset_peak_rss()
 
     # A scrape's work on the loop: choosing the bytes to send, in the format Prometheus asks for by default
     # (OpenMetrics, gzip) and in the text format. The first Renderer made OpenMetrics here, on first demand.
@@ -343,9 +365,9 @@ async def exporter_role(args: argparse.Namespace) -> None:
     report("serving", url=f"http://127.0.0.1:{port}/metrics", concurrency=concurrency, polls=polls,
            samples=samples, text_bytes=breakdown["text_bytes"],
            gzip_bytes=breakdown["gzip_bytes"], render=breakdown, scrape_on_loop=on_loop,
-           peak_rss_polling_mb=round(peak_polling, 1), rss_mb=round(rss_mb(), 1))
+           peak_rss_polling_mb=round(peak_polling, 1), rss_mb=round(rss_polled, 1), peak_reset=peak_reset)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # the parent's "stop"
-    report("done", peak_rss_mb=round(peak_rss_mb(), 1), stall_serve_ms=probe.take("serve"))
+    report("done", peak_rss_serving_mb=round(peak_rss_mb(), 1), stall_serve_ms=probe.take("serve"))
     server.should_exit = True
     await serving
     await probe.stop()
@@ -486,7 +508,7 @@ def scrape_role(args: argparse.Namespace) -> None:
                 done += 1
                 with lock:
                     latencies.append(elapsed)
-                    if not first:
+                    if not first and body is not None:
                         encoded = headers.get("content-encoding") == "gzip"
                         if encoded != args.gzip:
                             errors.append(f"content-encoding {headers.get('content-encoding')!r}")
@@ -709,9 +731,11 @@ def figures(out: dict[str, Any]) -> list[dict[str, Any]]:
         row(f"scrape {name}: p50 / p99 (baseline p50 / p99)",
             f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms, n={s['n']} ({b['p50_ms']:,.0f} / {b['p99_ms']:,.0f} ms, "
             f"n={b['n']}): {speedup:,.0f}x", f">= {TARGET_SCRAPE_SPEEDUP:g}x", speedup >= TARGET_SCRAPE_SPEEDUP)
-    peak = ex["peak_rss_mb"]
-    row("exporter peak RSS (polls, renders, all scrapes)", f"{peak:.0f} MB (after the polls: "
-        f"{ex['peak_rss_polling_mb']:.0f} MB)", f"<= {TARGET_PEAK_RSS_MB:g} MB", peak <= TARGET_PEAK_RSS_MB)
+    peak = max(ex["peak_rss_polling_mb"], ex["peak_rss_serving_mb"])
+    serving = "serving the scrapes" if ex["peak_reset"] else "serving (with the benchmark's own cold renders)"
+    row("exporter peak RSS (polls, renders, all scrapes)", f"{peak:.0f} MB (polls and renders "
+        f"{ex['peak_rss_polling_mb']:.0f} MB, {serving} {ex['peak_rss_serving_mb']:.0f} MB; resident after the "
+        f"polls {ex['rss_mb']:.0f} MB)", f"<= {TARGET_PEAK_RSS_MB:g} MB", peak <= TARGET_PEAK_RSS_MB)
     if "baseline" in out:
         row("baseline peak RSS (own process)", f"{out['baseline']['peak_rss_mb']:.0f} MB")
     return rows
