@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+import ssl
 import threading
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -92,6 +93,8 @@ async def serve(
     server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, lifespan="off", log_level="warning", access_log=False, server_header=False,
         ssl_certfile=str(tls.cert_file) if tls else None, ssl_keyfile=str(tls.key_file) if tls else None,
+        ssl_cert_reqs=tls.cert_reqs if tls else ssl.CERT_NONE,
+        ssl_ca_certs=str(tls.client_ca_file) if tls and tls.client_ca_file else None,
     ))
     scheduler = AsyncIOScheduler()
     schedule(exporter.poller, exporter.targets, scheduler)

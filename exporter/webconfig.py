@@ -4,6 +4,8 @@
 tls_server_config:
   cert_file: /etc/tls/tls.crt
   key_file: /etc/tls/tls.key
+  client_auth_type: RequireAndVerifyClientCert   # optional: mutual TLS
+  client_ca_file: /etc/tls/client-ca.crt
 basic_auth_users:
   prometheus: $2y$10$...   # bcrypt hash, e.g. from `htpasswd -nBC 10 "" | tr -d ':'`
 ```
@@ -15,12 +17,13 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ssl
 from pathlib import Path
 from typing import Annotated
 
 import bcrypt
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from exporter.config import ConfigError
 
@@ -31,12 +34,47 @@ def _bcrypt_hash(value: str) -> str:
     return value
 
 
+# The exporter-toolkit's client_auth_type values that Python's TLS can honour, with what the server then asks of a
+# client. The other two, RequestClientCert and RequireAnyClientCert, take a certificate without verifying it, which
+# Python's ssl module cannot do.
+CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+
+
 class TLSConfig(BaseModel):
-    """The server certificate and key (PEM files)."""
+    """The server certificate and key (PEM files), and whether and how clients' certificates are verified."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     cert_file: Path
     key_file: Path
+    client_auth_type: str = "NoClientCert"
+    client_ca_file: Path | None = None
+
+    @field_validator("client_auth_type")
+    @classmethod
+    def _known_client_auth(cls, value: str) -> str:
+        if value not in CLIENT_AUTH:
+            raise ValueError(f"expected one of {', '.join(CLIENT_AUTH)}, got {value!r} (RequestClientCert and "
+                             "RequireAnyClientCert accept a certificate without verifying it, which is not supported)")
+        return value
+
+    @model_validator(mode="after")
+    def _ca_with_verification(self) -> TLSConfig:
+        if self.client_auth_type != "NoClientCert" and self.client_ca_file is None:
+            raise ValueError(f"client_auth_type {self.client_auth_type} needs client_ca_file, the CA certificates "
+                             "(PEM) that clients' certificates are verified against")
+        if self.client_ca_file is not None and self.client_auth_type == "NoClientCert":
+            raise ValueError("client_ca_file is set but client_auth_type is NoClientCert: set client_auth_type to "
+                             "RequireAndVerifyClientCert (or VerifyClientCertIfGiven), or remove client_ca_file")
+        return self
+
+    @property
+    def cert_reqs(self) -> int:
+        """Returns what the server asks of a client's certificate (ssl.CERT_NONE, CERT_OPTIONAL or CERT_REQUIRED)."""
+        return CLIENT_AUTH[self.client_auth_type]
 
 
 class WebConfig(BaseModel):
@@ -63,9 +101,9 @@ def load_web_config(path: Path) -> WebConfig:
             str(first["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"--web.config.file: {where}: {message}") from None
     if config.tls_server_config:
-        for name in ("cert_file", "key_file"):
+        for name in ("cert_file", "key_file", "client_ca_file"):
             file = getattr(config.tls_server_config, name)
-            if not file.is_file():
+            if file is not None and not file.is_file():
                 raise ConfigError(f"--web.config.file: tls_server_config.{name}: no such file {file}")
     return config
 

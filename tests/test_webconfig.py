@@ -63,12 +63,101 @@ async def test_tls_serves_https(tmp_path: Path, certificate: tuple[Path, Path]) 
                 await plain.get(url.replace("https://", "http://") + "/-/healthy")
 
 
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def _signed(tmp_path: Path, name: str, ca: tuple[Path, Path], *extra: str) -> tuple[Path, Path]:
+    """Returns (certificate, key) of a new key pair signed by the CA (certificate, key)."""
+    cert, key, csr = tmp_path / f"{name}.crt", tmp_path / f"{name}.key", tmp_path / f"{name}.csr"
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(csr))
+    ext = tmp_path / f"{name}.ext"
+    ext.write_text("\n".join(extra) + "\n")
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial",
+             "-days", "1", "-extfile", str(ext), "-out", str(cert))
+    return cert, key
+
+
+def _ca(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}", "-keyout",
+             str(key), "-out", str(cert))
+    return cert, key
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> dict[str, tuple[Path, Path]]:
+    """A CA with a server certificate for 127.0.0.1 and a client certificate, and a client certificate of another
+    CA."""
+    ca, other = _ca(tmp_path, "ca"), _ca(tmp_path, "other-ca")
+    return {
+        "ca": ca,
+        "server": _signed(tmp_path, "server", ca, "subjectAltName=IP:127.0.0.1"),
+        "client": _signed(tmp_path, "client", ca, "extendedKeyUsage=clientAuth"),
+        "stranger": _signed(tmp_path, "stranger", other, "extendedKeyUsage=clientAuth"),
+    }
+
+
+def _mtls_config(tmp_path: Path, pki: dict[str, tuple[Path, Path]], auth_type: str):
+    web_file = tmp_path / "web.yml"
+    (cert, key), (ca, _) = pki["server"], pki["ca"]
+    web_file.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+                        f"  client_auth_type: {auth_type}\n  client_ca_file: {ca}\n")
+    return load_web_config(web_file)
+
+
+async def _get(url: str, pki: dict[str, tuple[Path, Path]], client: str | None) -> int:
+    """Returns the status of GET url over TLS, presenting the named client certificate (or none)."""
+    context = ssl.create_default_context(cafile=str(pki["ca"][0]))
+    if client:
+        context.load_cert_chain(*map(str, pki[client]))
+    async with httpx.AsyncClient(verify=context) as http:
+        return (await http.get(url)).status_code
+
+
+async def test_mutual_tls_requires_a_client_certificate_of_the_configured_ca(
+    tmp_path: Path, pki: dict[str, tuple[Path, Path]]
+) -> None:
+    web = _mtls_config(tmp_path, pki, "RequireAndVerifyClientCert")
+    async with running_exporter(exporter(), web=web) as url:
+        assert await _get(url + "/metrics", pki, "client") == 200
+        for client in (None, "stranger"):
+            with pytest.raises(httpx.TransportError):
+                await _get(url + "/metrics", pki, client)
+
+
+async def test_verify_if_given_lets_clients_without_a_certificate_in(
+    tmp_path: Path, pki: dict[str, tuple[Path, Path]]
+) -> None:
+    web = _mtls_config(tmp_path, pki, "VerifyClientCertIfGiven")
+    async with running_exporter(exporter(), web=web) as url:
+        assert await _get(url + "/-/healthy", pki, None) == 200
+        assert await _get(url + "/-/healthy", pki, "client") == 200
+        with pytest.raises(httpx.TransportError):
+            await _get(url + "/-/healthy", pki, "stranger")
+
+
+TLS_FILES = "tls_server_config:\n  cert_file: /etc/hostname\n  key_file: /etc/hostname\n"
+
+
 @pytest.mark.parametrize(("content", "message"), [
     ("basic_auth_users:\n  bob: hunter2\n", "--web.config.file: basic_auth_users.bob: expected a bcrypt hash "
      "($2y$..., $2b$... or $2a$...), not a plain password"),
     ("tls_server_config:\n  cert_file: /nope.crt\n  key_file: /nope.key\n",
      "--web.config.file: tls_server_config.cert_file: no such file /nope.crt"),
     ("tls_config:\n  cert_file: x\n", "--web.config.file: tls_config: unknown key; remove it or check its spelling"),
+    (TLS_FILES + "  client_auth_type: RequireAnyClientCert\n  client_ca_file: /etc/hostname\n",
+     "--web.config.file: tls_server_config.client_auth_type: expected one of NoClientCert, VerifyClientCertIfGiven, "
+     "RequireAndVerifyClientCert, got 'RequireAnyClientCert' (RequestClientCert and RequireAnyClientCert accept a "
+     "certificate without verifying it, which is not supported)"),
+    (TLS_FILES + "  client_auth_type: RequireAndVerifyClientCert\n",
+     "--web.config.file: tls_server_config: client_auth_type RequireAndVerifyClientCert needs client_ca_file, the CA "
+     "certificates (PEM) that clients' certificates are verified against"),
+    (TLS_FILES + "  client_ca_file: /etc/hostname\n",
+     "--web.config.file: tls_server_config: client_ca_file is set but client_auth_type is NoClientCert: set "
+     "client_auth_type to RequireAndVerifyClientCert (or VerifyClientCertIfGiven), or remove client_ca_file"),
+    (TLS_FILES + "  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: /nope-ca.crt\n",
+     "--web.config.file: tls_server_config.client_ca_file: no such file /nope-ca.crt"),
 ])
 def test_bad_web_config_names_the_key(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "web.yml"
