@@ -351,3 +351,42 @@ def test_stitched_gzip_is_the_exposition_after_segments_are_reused() -> None:
         kept.append(exposition)
         deflated.append({id(c) for c in exposition.gz_chunks if len(c) >= OWN_SEGMENT // 8})
     assert deflated[0] & deflated[1] & deflated[2], "the unchanged snapshot families' segments were reused"
+
+
+async def test_a_publish_cancelled_mid_render_keeps_the_next_render_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A render's thread cannot be stopped: a publish cancelled while it runs must not let a second render start
+    beside it on the same caches."""
+    import asyncio
+    import threading
+
+    import exporter.metrics as metrics
+    from exporter.poller import Poller
+
+    entered, release, inside = threading.Event(), threading.Event(), [0, 0]  # now, most at once
+    real = metrics.RENDERERS[RunningJobs]
+
+    def slow(ctx: SourceContext, result: RunningJobs):
+        inside[0] += 1
+        inside[1] = max(inside)
+        entered.set()
+        release.wait(10)
+        inside[0] -= 1
+        return real(ctx, result)
+
+    monkeypatch.setitem(metrics.RENDERERS, RunningJobs, slow)
+    store, key = Store(), ("mc", "GetRunningJobs")
+    store.add_api(SourceContext("mc", "maxcompute", "cn-hangzhou"), "GetRunningJobs", 30, 90)
+    poller = Poller(store, clock=lambda: 100.0)
+    store.record_success(key, Fetched(RunningJobs((running(1),)), 1, 1), end=100.0, duration=0.1)
+    first = asyncio.create_task(poller.publish())
+    assert await asyncio.to_thread(entered.wait, 10)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    store.record_success(key, Fetched(RunningJobs((running(2),)), 1, 1), end=100.0, duration=0.1)
+    second = asyncio.create_task(poller.publish())
+    await asyncio.sleep(0.2)  # time for a second render to start, were it not held back
+    release.set()
+    await second
+    assert inside[1] == 1
+    assert 'instance_id="job2"' in poller.exposition.text.decode()

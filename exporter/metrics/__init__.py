@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -81,6 +82,9 @@ class Renderer:
         self._cache: dict[tuple[str, str], tuple[Fetched, list[Family], int]] = {}
         self._level = gzip_level
         self._segments: dict[int, Segment] = {}  # id(piece) -> its segment, for the pieces of the last render
+        # Renders share these caches, so they run one at a time. A lock held on the event loop is not enough: a
+        # publish cancelled while its render runs lets go of it, but its thread renders on.
+        self._rendering = threading.Lock()
 
     def _api_families(self, view: View, key: tuple[str, str], data: Fetched) -> tuple[list[Family], int]:
         cached = self._cache.get(key)
@@ -121,13 +125,14 @@ class Renderer:
         # A render makes hundreds of thousands of short-lived tuples and strings; a full collection among them would
         # hold the GIL for tens of milliseconds and stall the event loop. Nothing it makes forms a cycle, so the
         # collector waits until the render is done.
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            return self.expose(self.families(view))
-        finally:
-            if was_enabled:
-                gc.enable()
+        with self._rendering:
+            was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                return self.expose(self.families(view))
+            finally:
+                if was_enabled:
+                    gc.enable()
 
     def expose(self, families: list[Family]) -> Exposition:
         """Returns the exposition of the families in both formats. Only pieces not seen in the last render are
