@@ -40,8 +40,8 @@ GC_UNTRACK = _gc_untrack()
 
 
 def untrack(records: Iterable[tuple]) -> None:
-    """Takes per-job records (NamedTuples of str, int, float and None) out of the garbage collector's view; objects
-    it does not track (untracking those would corrupt memory) are left alone.
+    """Takes per-job records (NamedTuples of str, int, float and None), or tuples of them, out of the garbage
+    collector's view; objects it does not track (untracking those would corrupt memory) are left alone.
 
     Such a record cannot be part of a reference cycle, and CPython untracks an exact tuple of such values by itself,
     but not a tuple subclass: left tracked, every job held was visited by every full collection, about 25 ms at

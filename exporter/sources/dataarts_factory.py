@@ -33,6 +33,7 @@ from exporter.sources.base import (
     PollError,
     Skips,
     fetch_numbered_pages,
+    held,
     number,
     parse_page,
     text,
@@ -149,6 +150,6 @@ class DataArtsFactorySource:
                         records=read[0])
         self._sizes[name] = len(jobs)
         budget = split_budget(self._config.max_job_series, self._sizes)[name]
-        result = DataArtsJobList(self._config.project_id, workspace or DEFAULT_WORKSPACE, job_type, tuple(jobs),
+        result = DataArtsJobList(self._config.project_id, workspace or DEFAULT_WORKSPACE, job_type, held(jobs),
                                  budget)
         return Fetched(result, pages, read[0], dict(skips.counts))

@@ -42,6 +42,7 @@ from exporter.sources.base import (
     PollError,
     Skips,
     gather_or_cancel,
+    held,
     number,
     parse_records,
     records_of,
@@ -253,6 +254,6 @@ class EmrServerlessSparkSource:
         log.debug("ended runs", workspace=workspace, window_seconds=round(end - start, 3), listed=len(finished.records),
                   counted=counted)
         budget = self._config.max_job_series // len(self._config.workspaces)
-        result = SparkJobRuns(workspace, tuple(self._runs(active, skips)), ended.tally.freeze(), budget)
+        result = SparkJobRuns(workspace, held(self._runs(active, skips)), ended.tally.freeze(), budget)
         return Fetched(result, active.pages + finished.pages, len(active.records) + len(finished.records),
                        dict(skips.counts))
