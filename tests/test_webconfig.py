@@ -137,7 +137,8 @@ async def test_verify_if_given_lets_clients_without_a_certificate_in(
             await _get(url + "/-/healthy", pki, "stranger")
 
 
-TLS_FILES = "tls_server_config:\n  cert_file: /etc/hostname\n  key_file: /etc/hostname\n"
+# Any file that exists will do for the certificate and key: these configs fail before they are read.
+TLS_FILES = f"tls_server_config:\n  cert_file: {__file__}\n  key_file: {__file__}\n"
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -146,14 +147,14 @@ TLS_FILES = "tls_server_config:\n  cert_file: /etc/hostname\n  key_file: /etc/ho
     ("tls_server_config:\n  cert_file: /nope.crt\n  key_file: /nope.key\n",
      "--web.config.file: tls_server_config.cert_file: no such file /nope.crt"),
     ("tls_config:\n  cert_file: x\n", "--web.config.file: tls_config: unknown key; remove it or check its spelling"),
-    (TLS_FILES + "  client_auth_type: RequireAnyClientCert\n  client_ca_file: /etc/hostname\n",
+    (TLS_FILES + "  client_auth_type: RequireAnyClientCert\n  client_ca_file: " + __file__ + "\n",
      "--web.config.file: tls_server_config.client_auth_type: expected one of NoClientCert, VerifyClientCertIfGiven, "
      "RequireAndVerifyClientCert, got 'RequireAnyClientCert' (RequestClientCert and RequireAnyClientCert accept a "
      "certificate without verifying it, which is not supported)"),
     (TLS_FILES + "  client_auth_type: RequireAndVerifyClientCert\n",
      "--web.config.file: tls_server_config: client_auth_type RequireAndVerifyClientCert needs client_ca_file, the CA "
      "certificates (PEM) that clients' certificates are verified against"),
-    (TLS_FILES + "  client_ca_file: /etc/hostname\n",
+    (TLS_FILES + f"  client_ca_file: {__file__}\n",
      "--web.config.file: tls_server_config: client_ca_file is set but client_auth_type is NoClientCert: set "
      "client_auth_type to RequireAndVerifyClientCert (or VerifyClientCertIfGiven), or remove client_ca_file"),
     (TLS_FILES + "  client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: /nope-ca.crt\n",
