@@ -39,13 +39,21 @@ async def test_basic_auth_rejects_missing_and_wrong_passwords(tmp_path: Path) ->
         assert garbage.status_code == 401 and garbage.headers["www-authenticate"].startswith("Basic")
 
 
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def _self_signed(tmp_path: Path, name: str, *extra: str) -> tuple[Path, Path]:
+    """Returns (certificate, key) of a new self-signed key pair (a server's own, or a CA's)."""
+    cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}", *extra,
+             "-keyout", str(key), "-out", str(cert))
+    return cert, key
+
+
 @pytest.fixture
 def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out",
-                    str(cert)], check=True, capture_output=True)
-    return cert, key
+    return _self_signed(tmp_path, "127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1")
 
 
 async def test_tls_serves_https(tmp_path: Path, certificate: tuple[Path, Path]) -> None:
@@ -63,10 +71,6 @@ async def test_tls_serves_https(tmp_path: Path, certificate: tuple[Path, Path]) 
                 await plain.get(url.replace("https://", "http://") + "/-/healthy")
 
 
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
 def _signed(tmp_path: Path, name: str, ca: tuple[Path, Path], *extra: str) -> tuple[Path, Path]:
     """Returns (certificate, key) of a new key pair signed by the CA (certificate, key)."""
     cert, key, csr = tmp_path / f"{name}.crt", tmp_path / f"{name}.key", tmp_path / f"{name}.csr"
@@ -78,18 +82,11 @@ def _signed(tmp_path: Path, name: str, ca: tuple[Path, Path], *extra: str) -> tu
     return cert, key
 
 
-def _ca(tmp_path: Path, name: str) -> tuple[Path, Path]:
-    cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}", "-keyout",
-             str(key), "-out", str(cert))
-    return cert, key
-
-
 @pytest.fixture
 def pki(tmp_path: Path) -> dict[str, tuple[Path, Path]]:
     """A CA with a server certificate for 127.0.0.1 and a client certificate, and a client certificate of another
     CA."""
-    ca, other = _ca(tmp_path, "ca"), _ca(tmp_path, "other-ca")
+    ca, other = _self_signed(tmp_path, "ca"), _self_signed(tmp_path, "other-ca")
     return {
         "ca": ca,
         "server": _signed(tmp_path, "server", ca, "subjectAltName=IP:127.0.0.1"),
