@@ -50,14 +50,3 @@ def test_untracking_leaves_objects_the_collector_does_not_track_alone() -> None:
     assert not gc.is_tracked(job)
     assert job.instance_id == "j1" and others[5] == "x" * 6
 
-
-async def test_a_polls_result_holds_its_jobs_out_of_the_collectors_view() -> None:
-    """The tuple of jobs a result keeps until the next poll is not tracked either: every full collection would
-    otherwise visit each of its records."""
-    from tests.sources.test_maxcompute import FakeRunningJobs, make_source, running_job
-
-    fetched = await make_source(FakeRunningJobs([running_job(i) for i in range(30)])).running_jobs()
-    gc.collect()
-    assert len(fetched.result.jobs) == 30
-    assert not gc.is_tracked(fetched.result.jobs)
-    assert not any(map(gc.is_tracked, fetched.result.jobs))

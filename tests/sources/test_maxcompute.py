@@ -6,6 +6,7 @@ Units, trimming and record skipping come from the vendor's own sample responses 
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import math
 from pathlib import Path
@@ -269,3 +270,13 @@ async def test_no_page_request_outlives_a_failed_poll() -> None:
     sent = len(api.requests)
     await asyncio.sleep(0.3)
     assert len(api.requests) == sent < 9, "the pages still queued were cancelled with the poll"
+
+
+async def test_a_polls_result_holds_its_jobs_out_of_the_collectors_view() -> None:
+    """The tuple of jobs a result keeps until the next poll is not tracked either: every full collection would
+    otherwise visit each of its records."""
+    fetched = await make_source(FakeRunningJobs([running_job(i) for i in range(30)])).running_jobs()
+    gc.collect()
+    assert len(fetched.result.jobs) == 30
+    assert not gc.is_tracked(fetched.result.jobs)
+    assert not any(map(gc.is_tracked, fetched.result.jobs))
