@@ -718,8 +718,8 @@ def figures(out: dict[str, Any]) -> list[dict[str, Any]]:
     for api in APIS:
         polls = [rnd[api] for rnd in warm]
         ratios = [q["total"]["wall_s"] / q["bound_s"] for q in polls]
-        p = polls[ratios.index(statistics.median_low(ratios))]
-        ratio = p["total"]["wall_s"] / p["bound_s"]
+        ratio = statistics.median_low(ratios)
+        p = polls[ratios.index(ratio)]
         row(f"{api}: poll cycle wall ({p['pages']} pages) vs bound {p['bound_s']:.2f} s",
             f"{p['total']['wall_s']:.2f} s = {ratio:.2f}x bound ({spread(ratios, 'x')}; fetch "
             f"{p['fetch']['wall_s']:.2f} s, publish {p['publish']['wall_s']:.2f} s)",
@@ -728,8 +728,8 @@ def figures(out: dict[str, Any]) -> list[dict[str, Any]]:
             f"{p['parse']['cpu_s']:.2f} s; "
             f"render+compress {p['publish']['cpu_s']:.2f} s (the simulator's own: {p['simulator_cpu_s']:.2f} s)")
     rates = [render_rate(list(rnd.values())) for rnd in warm]
-    in_polls = list(warm[rates.index(statistics.median_low(rates))].values())
-    rate = render_rate(in_polls)
+    rate = statistics.median_low(rates)
+    in_polls = list(warm[rates.index(rate)].values())
     row("render throughput in the polls (each API's families; the last poll's label prefixes "
         "reused)", f"{rate / 1e6:.2f} M samples/s ({spread([r / 1e6 for r in rates], ' M/s')}; "
         f"{sum(p['render_samples'] for p in in_polls):,} samples: "
