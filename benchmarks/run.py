@@ -6,10 +6,11 @@ and uncapped, against a plain prometheus_client registry holding the same series
     python benchmarks/run.py --quick            # 2,000 jobs, fewer scrapes: a smoke run in well under a minute
     python benchmarks/run.py --json out.json    # also write every figure as JSON
 
-Four kinds of process, so that no one's CPU or memory is counted for another: the simulator (`python -m exporter
-simulate`), the exporter (this script, `--role exporter`: polls, renders, then serves), the baseline (`--role
-baseline`: prometheus_client's `start_http_server`), and the scrapers (`--role scrape`: raw sockets, one thread per
-concurrent scraper). Everything listens on 127.0.0.1 only, and every loop is bounded in count and time.
+Five kinds of process, so that no one's CPU or memory is counted for another: the simulator (`python -m exporter
+simulate`), the exporter (this script, `--role exporter`: polls, renders, then serves), the floor (`--role floor`:
+the same bytes from a bare socket server, what moving them costs this machine), the baseline (`--role baseline`:
+prometheus_client's `start_http_server`), and the scrapers (`--role scrape`: raw sockets, one thread per concurrent
+scraper). Everything listens on 127.0.0.1 only, and every loop is bounded in count and time.
 See benchmarks/README.md for what each figure means and how it is measured.
 """
 
@@ -410,6 +411,38 @@ def baseline_role(args: argparse.Namespace) -> None:
     server.shutdown()
 
 
+def floor_role(args: argparse.Namespace) -> None:
+    """Serves the exporter's text exposition, uncompressed, with the least work a Python server can do: a thread per
+    connection, blocking sockets, one `sendall` of one bytes object per request. What its identity scrapes take is
+    the machine's own cost of moving those bytes over loopback into the scraper, a floor for any server."""
+    body = Path(args.dump).read_bytes()
+    head = (f"HTTP/1.1 200 OK\r\ncontent-type: {ACCEPT_TEXT}; charset=utf-8\r\ncontent-length: {len(body)}\r\n"
+            "\r\n").encode()
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve(conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as requests:
+            while requests.readline():  # a request line; its headers up to the blank line
+                while requests.readline() not in (b"\r\n", b""):
+                    pass
+                conn.sendall(head)
+                conn.sendall(body)
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # closed: the benchmark is done with it
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    report("serving", url=f"http://127.0.0.1:{listener.getsockname()[1]}/metrics", text_bytes=len(body))
+    sys.stdin.readline()
+    listener.close()
+    report("done")
+
+
 # ---- the scraper process ----------------------------------------------------------------------------------------
 
 
@@ -627,7 +660,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sim, sim_url = start_simulator(jobs, args.latency_ms)
     tmp = tempfile.TemporaryDirectory(prefix="cje-bench-")
     dump = str(Path(tmp.name) / "exposition.txt")
-    exporter = baseline = None
+    exporter = baseline = floor = None
     try:
         argv = [sys.executable, __file__, "--role", "exporter", "--sim-url", sim_url, "--sim-pid", str(sim.pid),
                 "--dump", dump,
@@ -654,6 +687,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["exporter"].update(exporter.stop())
         exporter = None
 
+        floor = Child([sys.executable, __file__, "--role", "floor", "--dump", dump])
+        out["floor"] = floor.expect("serving", 60)
+        out["floor_scrapes"] = {}
+        for scrapers in (1, 4):
+            print(f"floor (a bare socket server, the same bytes): scraping, {scrapers}x identity", file=sys.stderr)
+            out["floor_scrapes"][f"{scrapers}x identity"] = scrape(out["floor"]["url"], scrapers, False, "text",
+                                                                 ours_plan)
+        floor.stop()
+        floor = None
+
         out["baseline_scrapes"] = {}
         if args.skip_baseline:
             return out
@@ -669,7 +712,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["baseline"].update(baseline.stop())
         baseline = None
     finally:
-        for child in (exporter, baseline):
+        for child in (exporter, floor, baseline):
             if child:
                 child.kill()
         if sim.poll() is None:
@@ -760,6 +803,10 @@ def figures(out: dict[str, Any]) -> list[dict[str, Any]]:
         row(f"scrape {name}: p50 / p99 (baseline p50 / p99)",
             f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms, n={s['n']} ({b['p50_ms']:,.0f} / {b['p99_ms']:,.0f} ms, "
             f"n={b['n']}): {speedup:,.0f}x", f">= {TARGET_SCRAPE_SPEEDUP:g}x", speedup >= TARGET_SCRAPE_SPEEDUP)
+        if f := out.get("floor_scrapes", {}).get(name):
+            row(f"scrape {name} from a bare socket server, the same bytes (this machine's floor): p50 / p99",
+                f"{f['p50_ms']:.1f} / {f['p99_ms']:.1f} ms, n={f['n']}: {b['p99_ms'] / f['p99_ms']:,.0f}x the "
+                f"baseline (the exporter's p99 is {s['p99_ms'] / f['p99_ms']:.2f}x the floor's)")
     peak = max(ex["peak_rss_polling_mb"], ex["peak_rss_serving_mb"])
     serving = "serving the scrapes" if ex["peak_reset"] else "serving (with the benchmark's own cold renders)"
     row("exporter peak RSS (polls, renders, all scrapes)", f"{peak:.0f} MB (polls and renders "
@@ -790,7 +837,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="2,000 jobs and fewer scrapes")
     p.add_argument("--json", help="also write every figure to this JSON file")
     p.add_argument("--skip-baseline", action="store_true", help="measure the exporter only (no comparison)")
-    p.add_argument("--role", choices=("main", "exporter", "baseline", "scrape"), default="main", help=argparse.SUPPRESS)
+    p.add_argument("--role", choices=("main", "exporter", "baseline", "scrape", "floor"), default="main",
+                   help=argparse.SUPPRESS)
     for name in ("--sim-url", "--dump", "--url", "--accept"):
         p.add_argument(name, help=argparse.SUPPRESS)
     for name in ("--scrapers", "--count", "--min-count", "--render-repeats", "--sim-pid"):
@@ -806,6 +854,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.role == "scrape":
         scrape_role(args)
+        return 0
+    if args.role == "floor":
+        floor_role(args)
         return 0
     started = time.time()
     out = run(args)
