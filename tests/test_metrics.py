@@ -390,3 +390,43 @@ async def test_a_publish_cancelled_mid_render_keeps_the_next_render_waiting(monk
     await second
     assert inside[1] == 1
     assert 'instance_id="job2"' in poller.exposition.text.decode()
+
+
+def test_a_large_family_is_compressed_while_the_next_one_renders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A render and its compression overlap: the first per-job family's segment is made (on another thread) before
+    the second per-job family is asked for, and the exposition is the same as one compressed after the render."""
+    import gzip
+    import threading
+
+    import exporter.metrics as metrics
+    from exporter.metrics.format import Segment
+
+    compressed, waited = threading.Event(), []
+    real_of, real_render = Segment.of, metrics.RENDERERS[RunningJobs]
+
+    def of(data: bytes, level: int) -> Segment:
+        segment = real_of(data, level)
+        if data.startswith(b"maxcompute_running_job_cu_snapshot_ratio{"):
+            compressed.set()
+        return segment
+
+    def render(ctx: SourceContext, result: RunningJobs):
+        families, dropped = real_render(ctx, result)
+
+        def watched():
+            for family in families:
+                if family.name == "maxcompute_running_job_memory_snapshot_ratio":  # the per-job family after cu's
+                    waited.append(compressed.wait(10))
+                yield family
+        return watched(), dropped
+
+    monkeypatch.setattr(Segment, "of", staticmethod(of))
+    monkeypatch.setitem(metrics.RENDERERS, RunningJobs, render)
+    store, ctx = Store(), SourceContext("mc", "maxcompute", "cn-hangzhou")
+    store.add_api(ctx, "GetRunningJobs", 30, 90)
+    store.record_success(("mc", "GetRunningJobs"), Fetched(RunningJobs(tuple(running(i) for i in range(2000))), 1, 0),
+                         end=100.0, duration=0.1)
+    exposition = Renderer().render(store.view(100.0))
+    assert waited == [True], "the cu_snapshot family was not compressed until the render was over"
+    assert gzip.decompress(exposition.gzipped) == exposition.text
+    assert exposition.text.count(b"\nmaxcompute_running_job_cu_snapshot_ratio{") == 2000

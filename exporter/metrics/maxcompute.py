@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import chain
 from operator import attrgetter
 from typing import TypeVar
 
@@ -70,14 +71,15 @@ def _owner(ctx: SourceContext) -> tuple[tuple[str, ...], Callable[[str], tuple[s
 def _per_job(
     ctx: SourceContext, cache: str, kept: Sequence[J], label_names: tuple[str, ...], make: Callable[[J], str],
     table: list[tuple[str, str, Callable[[J], float | None]]],
-) -> list[Family]:
-    """Returns the per-job families of `table` for the kept jobs (empty ones when none is kept). Label prefixes are
+) -> Iterator[Family]:
+    """Yields the per-job families of `table` for the kept jobs (empty ones when none is kept), one at a time: each
+    is megabytes at 20,000 jobs, and the Renderer compresses it while the next is made. Label prefixes are
     reused from the last render, keyed by the labels' values (a job's record changes every poll, its labels do not)
     joined into one string: unlike a tuple, a string is not tracked by the garbage collector, whose young
     collections on the event loop would otherwise scan 20,000 keys kept from a render."""
     keys = list(map("\x1f".join, map(attrgetter(*label_names), kept)))
     prefixes = ctx.cache(cache).prefixes(keys, kept, make)
-    return [per_job_gauge(name, help_, prefixes, map(get, kept)) for name, help_, get in table]
+    return (per_job_gauge(name, help_, prefixes, map(get, kept)) for name, help_, get in table)
 
 
 def _running_prefix(ctx: SourceContext) -> Callable[[RunningJob], str]:
@@ -109,8 +111,9 @@ RUNNING_PER_JOB: list[tuple[str, str, Callable[[RunningJob], float | None]]] = [
 ]
 
 
-def running_families(ctx: SourceContext, result: RunningJobs) -> tuple[list[Family], int]:
-    """Returns the GetRunningJobs families and how many jobs the per-job cap dropped."""
+def running_families(ctx: SourceContext, result: RunningJobs) -> tuple[Iterable[Family], int]:
+    """Returns the GetRunningJobs families (the per-job ones made as they are read) and how many jobs the per-job cap
+    dropped."""
     jobs = result.jobs
     by_quota = _grouped(jobs, zip(map(attrgetter("quota"), jobs)))
     families = [
@@ -122,9 +125,9 @@ def running_families(ctx: SourceContext, result: RunningJobs) -> tuple[list[Fami
               _rows(ctx, ("quota",), _sums(by_quota, attrgetter("memory_snapshot")))),
     ]
     kept, dropped = ctx.capped(jobs, attrgetter("cu_snapshot"))
-    families += _per_job(ctx, "running", kept, ("instance_id", "project", "quota", "owner"), _running_prefix(ctx),
-                         RUNNING_PER_JOB)
-    return families, dropped
+    per_job = _per_job(ctx, "running", kept, ("instance_id", "project", "quota", "owner"), _running_prefix(ctx),
+                       RUNNING_PER_JOB)
+    return chain(families, per_job), dropped
 
 
 SNAPSHOT_SUMS: list[tuple[str, str, Callable[[SnapshotJob], float | None]]] = [
@@ -169,8 +172,9 @@ def _quota_histograms(
     return _rows(ctx, ("quota",), per_quota)  # type: ignore[arg-type]
 
 
-def snapshot_families(ctx: SourceContext, result: JobSnapshot) -> tuple[list[Family], int]:
-    """Returns the ListJobSnapshotInfos families and how many jobs the per-job cap dropped."""
+def snapshot_families(ctx: SourceContext, result: JobSnapshot) -> tuple[Iterable[Family], int]:
+    """Returns the ListJobSnapshotInfos families (the per-job ones made as they are read) and how many jobs the per-job
+    cap dropped."""
     jobs = result.jobs
     by_group = _grouped(jobs, map(attrgetter(*GROUP), jobs))
     by_quota = _grouped(jobs, zip(map(attrgetter("quota"), jobs)))
@@ -188,9 +192,9 @@ def snapshot_families(ctx: SourceContext, result: JobSnapshot) -> tuple[list[Fam
         families.append(gauge("maxcompute_snapshot_timestamp_seconds", "The snapshotTime of the last snapshot read.",
                               _rows(ctx, (), {(): result.snapshot_time})))
     kept, dropped = ctx.capped(jobs, attrgetter("cpu_usage_cores"))
-    families += _per_job(ctx, "snapshot", kept, ("instance_id", *GROUP, "owner", "priority"), _snapshot_prefix(ctx),
-                         SNAPSHOT_PER_JOB)
-    return families, dropped
+    per_job = _per_job(ctx, "snapshot", kept, ("instance_id", *GROUP, "owner", "priority"), _snapshot_prefix(ctx),
+                       SNAPSHOT_PER_JOB)
+    return chain(families, per_job), dropped
 
 
 FINISHED_COUNTERS = [
