@@ -28,29 +28,33 @@ GROUP = ("project", "quota", "job_type")
 J = TypeVar("J")
 
 
-def _grouped(jobs: Iterable[J], keys: Iterable[tuple[str, ...]]) -> dict[tuple[str, ...], list[J]]:
-    """Returns the jobs grouped by their keys (in first-seen order): one pass, after which each aggregate is a C-level
-    pass over a group."""
-    groups: dict[tuple[str, ...], list[J]] = defaultdict(list)
+def _columns(jobs: Sequence[tuple], fields: Sequence[str]) -> dict[str, tuple]:
+    """Returns each field's values over the jobs (NamedTuples of `fields`), by field name: one C-level transposition,
+    where a getter per job and field would be a Python call each, hundreds of thousands of them a render."""
+    return dict(zip(fields, zip(*jobs, strict=True), strict=True)) if jobs else dict.fromkeys(fields, ())
+
+
+def _grouped(
+    jobs: Sequence[tuple], keys: Iterable[tuple[str, ...]], fields: Sequence[str]
+) -> dict[tuple[str, ...], dict[str, tuple]]:
+    """Returns the jobs' columns by group (groups in first-seen order): one pass, after which each aggregate is a
+    C-level pass over a column."""
+    groups: dict[tuple[str, ...], list[tuple]] = defaultdict(list)
     for key, job in zip(keys, jobs, strict=True):
         groups[key].append(job)
-    return groups
+    return {key: _columns(group, fields) for key, group in groups.items()}
 
 
-def _present(jobs: list[J], get: Callable[[J], float | None]) -> list[float]:
-    """Returns the jobs' values of `get`, leaving out None (a field absent from the record)."""
-    values = list(map(get, jobs))
-    if None in values:
-        return [v for v in values if v is not None]
-    return values  # type: ignore[return-value]
+def _present(values: Sequence[float | None]) -> Sequence[float]:
+    """Returns the values without None (a field absent from the record)."""
+    return [v for v in values if v is not None] if None in values else values  # type: ignore[return-value]
 
 
-def _sums(groups: dict[tuple[str, ...], list[J]], get: Callable[[J], float | None]) -> dict[tuple[str, ...], float]:
-    """Returns each group's sum of `get`, for the groups where at least one job has a value (None is absent)."""
+def _sums(groups: dict[tuple[str, ...], dict[str, tuple]], field: str) -> dict[tuple[str, ...], float]:
+    """Returns each group's sum of `field`, for the groups where at least one job has a value (None is absent)."""
     out = {}
-    for key, jobs in groups.items():
-        values = _present(jobs, get)
-        if values:
+    for key, columns in groups.items():
+        if values := _present(columns[field]):
             out[key] = sum(values)
     return out
 
@@ -69,17 +73,18 @@ def _owner(ctx: SourceContext) -> tuple[tuple[str, ...], Callable[[str], tuple[s
 
 
 def _per_job(
-    ctx: SourceContext, cache: str, kept: Sequence[J], label_names: tuple[str, ...], make: Callable[[J], str],
-    table: list[tuple[str, str, Callable[[J], float | None]]],
+    ctx: SourceContext, cache: str, kept: Sequence[tuple], fields: Sequence[str], label_names: tuple[str, ...],
+    make: Callable[[J], str], table: list[tuple[str, str, str]],
 ) -> Iterator[Family]:
-    """Yields the per-job families of `table` for the kept jobs (empty ones when none is kept), one at a time: each
-    is megabytes at 20,000 jobs, and the Renderer compresses it while the next is made. Label prefixes are
-    reused from the last render, keyed by the labels' values (a job's record changes every poll, its labels do not)
-    joined into one string: unlike a tuple, a string is not tracked by the garbage collector, whose young
-    collections on the event loop would otherwise scan 20,000 keys kept from a render."""
+    """Yields the per-job families of `table` (name, help, field) for the kept jobs (empty ones when none is kept),
+    one at a time: each is megabytes at 20,000 jobs, and the Renderer compresses it while the next is made. Label
+    prefixes are reused from the last render, keyed by the labels' values (a job's record changes every poll, its
+    labels do not) joined into one string: unlike a tuple, a string is not tracked by the garbage collector, whose
+    young collections on the event loop would otherwise scan 20,000 keys kept from a render."""
     keys = list(map("\x1f".join, map(attrgetter(*label_names), kept)))
     prefixes = ctx.cache(cache).prefixes(keys, kept, make)
-    return (per_job_gauge(name, help_, prefixes, map(get, kept)) for name, help_, get in table)
+    columns = _columns(kept, fields)
+    return (per_job_gauge(name, help_, prefixes, columns[field]) for name, help_, field in table)
 
 
 def _running_prefix(ctx: SourceContext) -> Callable[[RunningJob], str]:
@@ -98,16 +103,16 @@ def _snapshot_prefix(ctx: SourceContext) -> Callable[[SnapshotJob], str]:
                           j.instance_id) + "} "
 
 
-RUNNING_PER_JOB: list[tuple[str, str, Callable[[RunningJob], float | None]]] = [
+RUNNING_PER_JOB: list[tuple[str, str, str]] = [
     ("maxcompute_running_job_cu_snapshot_ratio", "The job's cuSnapshot: its share of the quota's CU.",
-     attrgetter("cu_snapshot")),
+     "cu_snapshot"),
     ("maxcompute_running_job_memory_snapshot_ratio", "The job's memorySnapshot: its share of the quota's memory.",
-     attrgetter("memory_snapshot")),
-    ("maxcompute_running_job_progress_ratio", "The job's progress, 0 to 1.", attrgetter("progress")),
+     "memory_snapshot"),
+    ("maxcompute_running_job_progress_ratio", "The job's progress, 0 to 1.", "progress"),
     ("maxcompute_running_job_submitted_timestamp_seconds", "When the job was submitted (UNIX seconds).",
-     attrgetter("submitted_at")),
+     "submitted_at"),
     ("maxcompute_running_job_started_timestamp_seconds", "When the job started running (UNIX seconds).",
-     attrgetter("running_at")),
+     "running_at"),
 ]
 
 
@@ -115,60 +120,59 @@ def running_families(ctx: SourceContext, result: RunningJobs) -> tuple[Iterable[
     """Returns the GetRunningJobs families (the per-job ones made as they are read) and how many jobs the per-job cap
     dropped."""
     jobs = result.jobs
-    by_quota = _grouped(jobs, zip(map(attrgetter("quota"), jobs)))
+    by_quota = _grouped(jobs, zip(map(attrgetter("quota"), jobs)), RunningJob._fields)
     families = [
         gauge("maxcompute_running_jobs", "Running jobs (GetRunningJobs), by project and quota.",
               _rows(ctx, ("project", "quota"), Counter(map(attrgetter("project", "quota"), jobs)))),
         gauge("maxcompute_quota_cu_snapshot_ratio", "Sum of the running jobs' cuSnapshot, by quota.",
-              _rows(ctx, ("quota",), _sums(by_quota, attrgetter("cu_snapshot")))),
+              _rows(ctx, ("quota",), _sums(by_quota, "cu_snapshot"))),
         gauge("maxcompute_quota_memory_snapshot_ratio", "Sum of the running jobs' memorySnapshot, by quota.",
-              _rows(ctx, ("quota",), _sums(by_quota, attrgetter("memory_snapshot")))),
+              _rows(ctx, ("quota",), _sums(by_quota, "memory_snapshot"))),
     ]
     kept, dropped = ctx.capped(jobs, attrgetter("cu_snapshot"))
-    per_job = _per_job(ctx, "running", kept, ("instance_id", "project", "quota", "owner"), _running_prefix(ctx),
-                       RUNNING_PER_JOB)
+    per_job = _per_job(ctx, "running", kept, RunningJob._fields, ("instance_id", "project", "quota", "owner"),
+                       _running_prefix(ctx), RUNNING_PER_JOB)
     return chain(families, per_job), dropped
 
 
-SNAPSHOT_SUMS: list[tuple[str, str, Callable[[SnapshotJob], float | None]]] = [
+SNAPSHOT_SUMS: list[tuple[str, str, str]] = [
     ("maxcompute_snapshot_cpu_usage_cores", "Sum of the jobs' CPU use at the snapshot, in cores.",
-     attrgetter("cpu_usage_cores")),
+     "cpu_usage_cores"),
     ("maxcompute_snapshot_cpu_request_cores", "Sum of the jobs' CPU requests at the snapshot, in cores.",
-     attrgetter("cpu_request_cores")),
+     "cpu_request_cores"),
     ("maxcompute_snapshot_memory_usage_bytes", "Sum of the jobs' memory use at the snapshot, in bytes.",
-     attrgetter("memory_usage_bytes")),
+     "memory_usage_bytes"),
     ("maxcompute_snapshot_memory_request_bytes", "Sum of the jobs' memory requests at the snapshot, in bytes.",
-     attrgetter("memory_request_bytes")),
+     "memory_request_bytes"),
 ]
 
-SNAPSHOT_PER_JOB: list[tuple[str, str, Callable[[SnapshotJob], float | None]]] = [
-    ("maxcompute_job_cpu_usage_cores", "The job's CPU use at the snapshot, in cores.", attrgetter("cpu_usage_cores")),
+SNAPSHOT_PER_JOB: list[tuple[str, str, str]] = [
+    ("maxcompute_job_cpu_usage_cores", "The job's CPU use at the snapshot, in cores.", "cpu_usage_cores"),
     ("maxcompute_job_cpu_request_cores", "The job's CPU request at the snapshot, in cores.",
-     attrgetter("cpu_request_cores")),
+     "cpu_request_cores"),
     ("maxcompute_job_memory_usage_bytes", "The job's memory use at the snapshot, in bytes.",
-     attrgetter("memory_usage_bytes")),
+     "memory_usage_bytes"),
     ("maxcompute_job_memory_request_bytes", "The job's memory request at the snapshot, in bytes.",
-     attrgetter("memory_request_bytes")),
+     "memory_request_bytes"),
     ("maxcompute_job_cpu_usage_to_request_ratio", "The job's CPU use over its request at the snapshot.",
-     attrgetter("cpu_usage_to_request")),
+     "cpu_usage_to_request"),
     ("maxcompute_job_memory_usage_to_request_ratio", "The job's memory use over its request at the snapshot.",
-     attrgetter("memory_usage_to_request")),
+     "memory_usage_to_request"),
     ("maxcompute_job_waiting_seconds", "How long the job waited (or has waited so far) for resources.",
-     attrgetter("waiting_seconds")),
-    ("maxcompute_job_running_seconds", "How long the job has run at the snapshot.", attrgetter("running_seconds")),
+     "waiting_seconds"),
+    ("maxcompute_job_running_seconds", "How long the job has run at the snapshot.", "running_seconds"),
 ]
 
 
 def _quota_histograms(
-    ctx: SourceContext, by_quota: dict[tuple[str, ...], list[SnapshotJob]], get: Callable[[SnapshotJob], float | None],
-    bounds: tuple,
+    ctx: SourceContext, by_group: dict[tuple[str, ...], dict[str, tuple]], field: str, bounds: tuple
 ) -> list[tuple[str, Buckets]]:
-    """Returns one gauge histogram per quota over the jobs' values (quotas where no job has a value have none)."""
-    per_quota = {}
-    for key, jobs in by_quota.items():
-        values = _present(jobs, get)
-        if values:
-            per_quota[key] = Buckets.of(bounds, values)
+    """Returns one gauge histogram per quota over the jobs' values of `field` (quotas where no job has a value have
+    none), from the columns by GROUP: a quota's values are its groups' columns end to end."""
+    by_quota: dict[tuple[str, ...], list[float | None]] = defaultdict(list)
+    for (_project, quota, _job_type), columns in by_group.items():
+        by_quota[(quota,)].extend(columns[field])
+    per_quota = {key: Buckets.of(bounds, values) for key, column in by_quota.items() if (values := _present(column))}
     return _rows(ctx, ("quota",), per_quota)  # type: ignore[arg-type]
 
 
@@ -176,24 +180,23 @@ def snapshot_families(ctx: SourceContext, result: JobSnapshot) -> tuple[Iterable
     """Returns the ListJobSnapshotInfos families (the per-job ones made as they are read) and how many jobs the per-job
     cap dropped."""
     jobs = result.jobs
-    by_group = _grouped(jobs, map(attrgetter(*GROUP), jobs))
-    by_quota = _grouped(jobs, zip(map(attrgetter("quota"), jobs)))
+    by_group = _grouped(jobs, map(attrgetter(*GROUP), jobs), SnapshotJob._fields)
     families = [gauge("maxcompute_snapshot_jobs", "Jobs present at the snapshot, by project, quota and job type.",
-                      _rows(ctx, GROUP, {key: len(group) for key, group in by_group.items()}))]
-    families += [gauge(name, help_, _rows(ctx, GROUP, _sums(by_group, get))) for name, help_, get in SNAPSHOT_SUMS]
+                      _rows(ctx, GROUP, {key: len(group["instance_id"]) for key, group in by_group.items()}))]
+    families += [gauge(name, help_, _rows(ctx, GROUP, _sums(by_group, field))) for name, help_, field in SNAPSHOT_SUMS]
     families.append(histogram(
         "maxcompute_snapshot_job_waiting_seconds", "Distribution of the present jobs' waiting time, by quota.",
-        _quota_histograms(ctx, by_quota, attrgetter("waiting_seconds"), WAITING_BUCKETS), gauge_style=True))
+        _quota_histograms(ctx, by_group, "waiting_seconds", WAITING_BUCKETS), gauge_style=True))
     families.append(histogram(
         "maxcompute_snapshot_job_cpu_usage_to_request_ratio",
         "Distribution of the present jobs' CPU use over request, by quota.",
-        _quota_histograms(ctx, by_quota, attrgetter("cpu_usage_to_request"), RATIO_BUCKETS), gauge_style=True))
+        _quota_histograms(ctx, by_group, "cpu_usage_to_request", RATIO_BUCKETS), gauge_style=True))
     if result.snapshot_time is not None:
         families.append(gauge("maxcompute_snapshot_timestamp_seconds", "The snapshotTime of the last snapshot read.",
                               _rows(ctx, (), {(): result.snapshot_time})))
     kept, dropped = ctx.capped(jobs, attrgetter("cpu_usage_cores"))
-    per_job = _per_job(ctx, "snapshot", kept, ("instance_id", *GROUP, "owner", "priority"), _snapshot_prefix(ctx),
-                       SNAPSHOT_PER_JOB)
+    per_job = _per_job(ctx, "snapshot", kept, SnapshotJob._fields, ("instance_id", *GROUP, "owner", "priority"),
+                       _snapshot_prefix(ctx), SNAPSHOT_PER_JOB)
     return chain(families, per_job), dropped
 
 
