@@ -284,29 +284,18 @@ async def exporter_role(args: argparse.Namespace) -> None:
     mc_source.parse_page = parse_page
 
     # Render time inside the publish: each API's renderer (its families' sample text, encoded), as a poll runs it,
-    # with the label prefixes its previous poll left. A renderer may return an iterator that makes each family as the
-    # Renderer reads it (compressing the last one meanwhile): each step is timed, and the families passed on as read.
+    # with the label prefixes its previous poll left.
     import exporter.metrics as metrics
 
     render_span, rendered = Span(), []
-
-    def stepped(families: Any) -> Any:
-        it = iter(families)
-        while True:
-            render_span.begin()
-            family = next(it, None)
-            render_span.end()
-            if family is None:
-                return
-            rendered.append(family)  # counted after the poll, not on its render thread
-            yield family
 
     def timed(render: Any) -> Any:
         def run(*a: Any, **kw: Any) -> Any:
             render_span.begin()
             families, dropped = render(*a, **kw)
             render_span.end()
-            return stepped(families), dropped
+            rendered.extend(families)  # counted after the poll, not on its render thread
+            return families, dropped
         return run
 
     renderers = dict(metrics.RENDERERS)

@@ -6,9 +6,9 @@ import gc
 import os
 import threading
 from collections import defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,7 @@ from exporter.metrics.selfmetrics import self_families
 from exporter.sources.base import Fetched
 from exporter.store import View
 
-# Result type -> renderer(ctx, result) -> (families, per-job series dropped). One line per result type. The families
-# may be an iterator that makes each as it is read: the Renderer starts compressing each large one as it comes.
+# Result type -> renderer(ctx, result) -> (families, per-job series dropped). One line per result type.
 RENDERERS: dict[type, Any] = {**maxcompute.RENDERERS, **emr_serverless_spark.RENDERERS, **dataarts_factory.RENDERERS}
 # Level 1: a third of level 6's CPU for about 30% more bytes (6.6 MB against 5.0 MB at 268,000 samples); the
 # compression is most of a publish's CPU, the size hardly matters to a scrape.
@@ -83,7 +82,6 @@ class Renderer:
         self._cache: dict[tuple[str, str], tuple[Fetched, list[Family], int]] = {}
         self._level = gzip_level
         self._segments: dict[int, Segment] = {}  # id(piece) -> its segment, for the pieces of the last render
-        self._early: dict[int, Future[Segment]] = {}  # id(piece) -> its segment being made, for this render's pieces
         # Renders share these caches, so they run one at a time. A lock held on the event loop is not enough: a
         # publish cancelled while its render runs lets go of it, but its thread renders on.
         self._rendering = threading.Lock()
@@ -92,14 +90,7 @@ class Renderer:
         cached = self._cache.get(key)
         if cached and cached[0] is data:
             return cached[1], cached[2]
-        made, dropped = RENDERERS[type(data.result)](view.contexts[key[0]], data.result)
-        families = []
-        for family in made:
-            families.append(family)
-            # zlib lets go of the GIL: the family's segment is made on another core while the next family renders.
-            for body in {id(b): b for b in (family.text, family.openmetrics) if isinstance(b, bytes)}.values():
-                if len(body) >= OWN_SEGMENT:
-                    self._early[id(body)] = compressors().submit(Segment.of, body, self._level)
+        families, dropped = RENDERERS[type(data.result)](view.contexts[key[0]], data.result)
         self._cache[key] = (data, families, dropped)
         return families, dropped
 
@@ -135,7 +126,6 @@ class Renderer:
         # hold the GIL for tens of milliseconds and stall the event loop. Nothing it makes forms a cycle, so the
         # collector waits until the render is done.
         with self._rendering:
-            self._early = {}
             was_enabled = gc.isenabled()
             gc.disable()
             try:
@@ -150,9 +140,7 @@ class Renderer:
         the text's."""
         text, om = self._plan(pieces(families, openmetrics=False)), self._plan(pieces(families, openmetrics=True))
         todo = {id(unit): unit for unit in (*text, *om) if isinstance(unit, bytes)}  # a family body once
-        early, self._early = self._early, {}
-        started = {k: early.get(k) or compressors().submit(Segment.of, unit, self._level) for k, unit in todo.items()}
-        made = {k: segment.result() for k, segment in started.items()}
+        made = dict(zip(todo, compressors().map(partial(Segment.of, level=self._level), todo.values()), strict=True))
         text_segments = [made[id(u)] if isinstance(u, bytes) else u for u in text]
         om_segments = [made[id(u)] if isinstance(u, bytes) else u for u in om]
         # A large piece's segment is kept for the next render (the piece kept alive by it, so its id stays its own).

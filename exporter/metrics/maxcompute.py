@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import chain
+from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 from typing import TypeVar
 
@@ -75,16 +74,15 @@ def _owner(ctx: SourceContext) -> tuple[tuple[str, ...], Callable[[str], tuple[s
 def _per_job(
     ctx: SourceContext, cache: str, kept: Sequence[tuple], fields: Sequence[str], label_names: tuple[str, ...],
     make: Callable[[J], str], table: list[tuple[str, str, str]],
-) -> Iterator[Family]:
-    """Yields the per-job families of `table` (name, help, field) for the kept jobs (empty ones when none is kept),
-    one at a time: each is megabytes at 20,000 jobs, and the Renderer compresses it while the next is made. Label
-    prefixes are reused from the last render, keyed by the labels' values (a job's record changes every poll, its
+) -> list[Family]:
+    """Returns the per-job families of `table` (name, help, field) for the kept jobs (empty ones when none is kept).
+    Label prefixes are reused from the last render, keyed by the labels' values (a job's record changes every poll, its
     labels do not) joined into one string: unlike a tuple, a string is not tracked by the garbage collector, whose
     young collections on the event loop would otherwise scan 20,000 keys kept from a render."""
     keys = list(map("\x1f".join, map(attrgetter(*label_names), kept)))
     prefixes = ctx.cache(cache).prefixes(keys, kept, make)
     columns = _columns(kept, fields)
-    return (per_job_gauge(name, help_, prefixes, columns[field]) for name, help_, field in table)
+    return [per_job_gauge(name, help_, prefixes, columns[field]) for name, help_, field in table]
 
 
 def _running_prefix(ctx: SourceContext) -> Callable[[RunningJob], str]:
@@ -116,9 +114,8 @@ RUNNING_PER_JOB: list[tuple[str, str, str]] = [
 ]
 
 
-def running_families(ctx: SourceContext, result: RunningJobs) -> tuple[Iterable[Family], int]:
-    """Returns the GetRunningJobs families (the per-job ones made as they are read) and how many jobs the per-job cap
-    dropped."""
+def running_families(ctx: SourceContext, result: RunningJobs) -> tuple[list[Family], int]:
+    """Returns the GetRunningJobs families and how many jobs the per-job cap dropped."""
     jobs = result.jobs
     by_quota = _grouped(jobs, zip(map(attrgetter("quota"), jobs)), RunningJob._fields)
     families = [
@@ -130,9 +127,9 @@ def running_families(ctx: SourceContext, result: RunningJobs) -> tuple[Iterable[
               _rows(ctx, ("quota",), _sums(by_quota, "memory_snapshot"))),
     ]
     kept, dropped = ctx.capped(jobs, attrgetter("cu_snapshot"))
-    per_job = _per_job(ctx, "running", kept, RunningJob._fields, ("instance_id", "project", "quota", "owner"),
-                       _running_prefix(ctx), RUNNING_PER_JOB)
-    return chain(families, per_job), dropped
+    families += _per_job(ctx, "running", kept, RunningJob._fields, ("instance_id", "project", "quota", "owner"),
+                         _running_prefix(ctx), RUNNING_PER_JOB)
+    return families, dropped
 
 
 SNAPSHOT_SUMS: list[tuple[str, str, str]] = [
@@ -176,9 +173,8 @@ def _quota_histograms(
     return _rows(ctx, ("quota",), per_quota)  # type: ignore[arg-type]
 
 
-def snapshot_families(ctx: SourceContext, result: JobSnapshot) -> tuple[Iterable[Family], int]:
-    """Returns the ListJobSnapshotInfos families (the per-job ones made as they are read) and how many jobs the per-job
-    cap dropped."""
+def snapshot_families(ctx: SourceContext, result: JobSnapshot) -> tuple[list[Family], int]:
+    """Returns the ListJobSnapshotInfos families and how many jobs the per-job cap dropped."""
     jobs = result.jobs
     by_group = _grouped(jobs, map(attrgetter(*GROUP), jobs), SnapshotJob._fields)
     families = [gauge("maxcompute_snapshot_jobs", "Jobs present at the snapshot, by project, quota and job type.",
@@ -195,9 +191,9 @@ def snapshot_families(ctx: SourceContext, result: JobSnapshot) -> tuple[Iterable
         families.append(gauge("maxcompute_snapshot_timestamp_seconds", "The snapshotTime of the last snapshot read.",
                               _rows(ctx, (), {(): result.snapshot_time})))
     kept, dropped = ctx.capped(jobs, attrgetter("cpu_usage_cores"))
-    per_job = _per_job(ctx, "snapshot", kept, SnapshotJob._fields, ("instance_id", *GROUP, "owner", "priority"),
-                       _snapshot_prefix(ctx), SNAPSHOT_PER_JOB)
-    return chain(families, per_job), dropped
+    families += _per_job(ctx, "snapshot", kept, SnapshotJob._fields, ("instance_id", *GROUP, "owner", "priority"),
+                         _snapshot_prefix(ctx), SNAPSHOT_PER_JOB)
+    return families, dropped
 
 
 FINISHED_COUNTERS = [
