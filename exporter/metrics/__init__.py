@@ -20,10 +20,10 @@ from exporter.store import View
 
 # Result type -> renderer(ctx, result) -> (families, per-job series dropped). One line per result type.
 RENDERERS: dict[type, Any] = {**maxcompute.RENDERERS, **emr_serverless_spark.RENDERERS, **dataarts_factory.RENDERERS}
-# Level 1: a third of level 6's CPU for about 30% more bytes (6.6 MB against 5.0 MB at 268,000 samples); the
-# compression is most of a publish's CPU, the size hardly matters to a scrape.
 CUMULATIVE = frozenset({"counter", "histogram"})
-GZIP_LEVEL = 1
+# zlib-ng's level 2: its fastest level that is still as small as stock zlib's level 1 (6.3 MB against 6.6 MB at
+# 268,000 samples), at 2.6x its speed; the compression is most of a publish's CPU, the size hardly matters to a scrape.
+GZIP_LEVEL = 2
 # Pieces at least this long get a deflate segment of their own, kept while the piece lives; shorter ones (headers,
 # aggregate and self-metric families) are joined with their neighbours and compressed afresh at each render.
 OWN_SEGMENT = 16 * 1024

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import bisect
 import struct
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import is_not
+
+from zlib_ng import zlib_ng  # zlib's API and streams, at 2-3x the speed (and its CRC-32 at 10x)
 
 from exporter.tally import HistogramValue
 
@@ -233,9 +234,9 @@ class Segment:
 
     @classmethod
     def of(cls, data: bytes, level: int) -> Segment:
-        """Compresses `data` (zlib releases the GIL while it works, so segments can be made on several threads)."""
-        z = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
-        return cls(data, z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH), zlib.crc32(data))
+        """Compresses `data` (zlib-ng releases the GIL while it works, so segments can be made on several threads)."""
+        z = zlib_ng.compressobj(level, zlib_ng.DEFLATED, -zlib_ng.MAX_WBITS)
+        return cls(data, z.compress(data) + z.flush(zlib_ng.Z_SYNC_FLUSH), zlib_ng.crc32(data))
 
 
 def gzip_member(segments: Sequence[Segment]) -> tuple[bytes, ...]:
