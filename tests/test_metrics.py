@@ -89,8 +89,8 @@ def test_a_zero_is_written_as_zero_whatever_its_sign() -> None:
     """Float texts are shared by value, and 0.0 == -0.0: the text must not depend on which came first."""
     from exporter.metrics.format import number_texts
 
-    assert number_texts([-0.0, 0.0, 0.5, -0.0]) == ["0.0", "0.0", "0.5", "0.0"]
-    assert number_texts([0.25, 1, 0.25]) == ["0.25", "1", "0.25"]
+    assert number_texts([-0.0, 0.0, 0.5, -0.0]) == [b"0.0", b"0.0", b"0.5", b"0.0"]
+    assert number_texts([0.25, 1, 0.25]) == [b"0.25", b"1", b"0.25"]
 
 
 def test_per_job_series_can_be_switched_off() -> None:

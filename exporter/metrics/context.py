@@ -13,12 +13,12 @@ T = TypeVar("T")
 class PrefixCache:
     """The per-job label prefixes of one API's last render, reused by the next: a job keeps its labels from poll to
     poll, and building them is most of a cold render. Holds only the jobs of the last render, in one dict of
-    strings, so it is bounded and costs the garbage collector next to nothing."""
+    strings to bytes, so it is bounded and costs the garbage collector next to nothing."""
 
     def __init__(self) -> None:
-        self._last: dict[Hashable, str] = {}
+        self._last: dict[Hashable, bytes] = {}
 
-    def prefixes(self, keys: list[Hashable], jobs: Sequence[T], make: Callable[[T], str]) -> list[str]:
+    def prefixes(self, keys: list[Hashable], jobs: Sequence[T], make: Callable[[T], bytes]) -> list[bytes]:
         """Returns the prefix of each job (keyed by `keys`, in the same order), made by `make` for the keys the last
         render did not have."""
         out = list(map(self._last.get, keys))

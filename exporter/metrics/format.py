@@ -79,10 +79,10 @@ def gauge(name: str, help_: str, rows: Iterable[tuple[str, float | None]]) -> Fa
     return Family(name, "gauge", help_, body.encode())
 
 
-def per_job_gauge(name: str, help_: str, prefixes: Sequence[str], values: Iterable[float | None]) -> Family:
-    """Returns a gauge family of many series from label prefixes (`a="x",b="y"} `, shared by a job's families) and
-    values; None values yield no sample. The fast path of `gauge` for the per-job tier: no Python-level loop per
-    sample."""
+def per_job_gauge(name: str, help_: str, prefixes: Sequence[bytes], values: Iterable[float | None]) -> Family:
+    """Returns a gauge family of many series from encoded label prefixes (`a="x",b="y"} `, shared by a job's
+    families) and values; None values yield no sample. The fast path of `gauge` for the per-job tier: no Python-level
+    loop per sample."""
     values = list(values)
     if None in values:
         present = list(map(is_not, values, repeat(None)))
@@ -90,26 +90,32 @@ def per_job_gauge(name: str, help_: str, prefixes: Sequence[str], values: Iterab
     if not values:
         return Family(name, "gauge", help_, b"")
     # One join over [head, prefix, value, "\n" + head, prefix, value, ..., "\n"], laid out by slice assignments:
-    # about 5x the speed of formatting each line, and a 20,000-job family joins in a couple of milliseconds.
-    parts = ["\n" + name + "{"] * (3 * len(values) + 1)
-    parts[0] = name + "{"
+    # about 5x the speed of formatting each line, and a 20,000-job family joins in a couple of milliseconds. Joined
+    # as bytes, the family's text is written once, not written as a str and then copied by encoding it.
+    parts = [b"\n" + name.encode() + b"{"] * (3 * len(values) + 1)
+    parts[0] = name.encode() + b"{"
     parts[1::3] = prefixes
     parts[2::3] = number_texts(values)
-    parts[-1] = "\n"
-    return Family(name, "gauge", help_, "".join(parts).encode())
+    parts[-1] = b"\n"
+    return Family(name, "gauge", help_, b"".join(parts))
 
 
-def number_texts(values: list[float]) -> list[str]:
-    """Returns each value's sample text. Writing a float costs several times what writing an int does, and per-job
-    floats recur (ratios of few digits): each distinct float is written once. Values that compare equal share a
-    text (1 and 1.0 read the same to Prometheus; a zero is written 0.0, whatever its sign)."""
+def number_texts(values: list[float]) -> list[bytes]:
+    """Returns each value's sample text, encoded. Writing a float costs several times what writing an int does, and
+    per-job floats recur (ratios of few digits): each distinct float is written once. Values that compare equal share
+    a text (1 and 1.0 read the same to Prometheus; a zero is written 0.0, whatever its sign)."""
     if type(values[0]) is not float:
-        return list(map(str, values))
-    distinct = set(values)
-    texts = dict(zip(distinct, map(str, distinct), strict=True))
+        return _encoded_each(list(map(str, values)))
+    distinct = list(set(values))
+    texts = dict(zip(distinct, _encoded_each(list(map(str, distinct))), strict=True))
     if 0.0 in texts:  # 0.0 and -0.0 are one key here
-        texts[0.0] = "0.0"
+        texts[0.0] = b"0.0"
     return list(map(texts.__getitem__, values))
+
+
+def _encoded_each(texts: list[str]) -> list[bytes]:
+    """Returns each text encoded (none holds a newline): one join, one encode and one split, all in C."""
+    return "\n".join(texts).encode().split(b"\n")
 
 
 def counter(name: str, help_: str, rows: Iterable[tuple[str, float]]) -> Family:

@@ -73,7 +73,7 @@ def _owner(ctx: SourceContext) -> tuple[tuple[str, ...], Callable[[str], tuple[s
 
 def _per_job(
     ctx: SourceContext, cache: str, kept: Sequence[tuple], fields: Sequence[str], label_names: tuple[str, ...],
-    make: Callable[[J], str], table: list[tuple[str, str, str]],
+    make: Callable[[J], bytes], table: list[tuple[str, str, str]],
 ) -> list[Family]:
     """Returns the per-job families of `table` (name, help, field) for the kept jobs (empty ones when none is kept).
     Label prefixes are reused from the last render, keyed by the labels' values (a job's record changes every poll, its
@@ -85,20 +85,20 @@ def _per_job(
     return [per_job_gauge(name, help_, prefixes, columns[field]) for name, help_, field in table]
 
 
-def _running_prefix(ctx: SourceContext) -> Callable[[RunningJob], str]:
-    """Returns a function making `labels} `, the part a running job's samples share."""
+def _running_prefix(ctx: SourceContext) -> Callable[[RunningJob], bytes]:
+    """Returns a function making `labels} `, encoded: the part a running job's samples share."""
     owner_names, owner = _owner(ctx)
     make = label_template(("source", "region", "project", "quota", *owner_names, "instance_id"))
-    return lambda j: make(ctx.source, ctx.region, j.project, j.quota, *owner(j.owner), j.instance_id) + "} "
+    return lambda j: (make(ctx.source, ctx.region, j.project, j.quota, *owner(j.owner), j.instance_id) + "} ").encode()
 
 
-def _snapshot_prefix(ctx: SourceContext) -> Callable[[SnapshotJob], str]:
-    """Returns a function making `labels} `, the part a snapshot job's samples share."""
+def _snapshot_prefix(ctx: SourceContext) -> Callable[[SnapshotJob], bytes]:
+    """Returns a function making `labels} `, encoded: the part a snapshot job's samples share."""
     owner_names, owner = _owner(ctx)
     make = label_template(("source", "region", "project", "quota", "job_type", *owner_names, "priority",
                            "instance_id"))
-    return lambda j: make(ctx.source, ctx.region, j.project, j.quota, j.job_type, *owner(j.owner), j.priority,
-                          j.instance_id) + "} "
+    return lambda j: (make(ctx.source, ctx.region, j.project, j.quota, j.job_type, *owner(j.owner), j.priority,
+                          j.instance_id) + "} ").encode()
 
 
 RUNNING_PER_JOB: list[tuple[str, str, str]] = [
