@@ -123,12 +123,23 @@ class AcsCaller:
 
         `action` is the `x-acs-action` header; `api` the polled API the request is counted under (the `api` label of
         `cloud_job_exporter_api_requests_total`, as of `source_up`), the action when not given."""
-        return await retry_throttled(lambda: self._once(action, method, path, query, body, api or action))
+        decode = await self.call_later(action, method, path, query=query, body=body, api=api)
+        return decode()
+
+    async def call_later(
+        self, action: str, method: str, path: str, *, query: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None, api: str | None = None, after_send: Callable[[], None] | None = None,
+    ) -> Callable[[], Mapping[str, Any]]:
+        """Returns, for a call answered with HTTP 200, the decoding of its result, to run when the caller chooses (a
+        page's JSON is most of its work on the event loop: a page reader decodes it once its next request is on the
+        wire); an error answer raises its PollError at once, a short throttling wait being retried first.
+        `after_send` runs once the request is sent (see `Sender.send`)."""
+        return await retry_throttled(lambda: self._once(action, method, path, query, body, api or action, after_send))
 
     async def _once(
         self, action: str, method: str, path: str, query: Mapping[str, Any] | None, body: Mapping[str, Any] | None,
-        api: str,
-    ) -> Mapping[str, Any]:
+        api: str, after_send: Callable[[], None] | None,
+    ) -> Callable[[], Mapping[str, Any]]:
         headers = {"x-acs-action": action, "x-acs-version": self._version}
         content = None
         if body is not None:
@@ -136,9 +147,12 @@ class AcsCaller:
             headers["content-type"] = "application/json; charset=utf-8"
         response = await self._sender.send(
             api, method, path, params={k: str(v) for k, v in (query or {}).items()}, headers=headers,
-            content=content,
+            content=content, after_send=after_send,
         )
-        return parse_envelope(response, enveloped=self._enveloped)
+        decode = partial(parse_envelope, response, enveloped=self._enveloped)
+        if response.status_code != 200 or _retry_after(response):
+            decode()  # raises this answer's PollError now, so that throttling is retried
+        return decode
 
 
 def acs_caller(

@@ -132,14 +132,19 @@ class DataArtsFactorySource:
         def parse(item: Mapping[str, Any]) -> DataArtsJob:
             return parse_job(item, job_type)
 
-        async def page(offset: int) -> Page:
-            body = await self._caller.call(
+        async def page(offset: int, after_send: Callable[[], None]) -> Callable[[], Page]:
+            decode = await self._caller.call_later(
                 name, "GET", f"/v1/{self._config.project_id}/jobs",
                 query={"jobType": job_type, "offset": offset, "limit": PAGE_SIZE}, headers=headers,
+                after_send=after_send,
             )
-            raw, total = read_page(body)
-            read[0] += len(raw)
-            return parse_page(raw, parse, skips), total  # parsed as each page arrives
+
+            def digest() -> Page:
+                raw, total = read_page(decode())
+                read[0] += len(raw)
+                return parse_page(raw, parse, skips), total  # parsed page by page
+
+            return digest
 
         parsed, pages = await fetch_numbered_pages(page, PAGE_SIZE, self._config.max_pages, skips, name, first=0,
                                                    workers=self._config.max_concurrency)

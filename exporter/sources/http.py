@@ -40,13 +40,19 @@ class Sender:
     async def send(
         self, operation: str, method: str, path: str, *, params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None, content: bytes | None = None,
+        after_send: Callable[[], None] | None = None,
     ) -> httpx.Response:
-        """Returns the response, whatever its status; raises PollError (timeout, connection, auth) without one."""
+        """Returns the response, whatever its status; raises PollError (timeout, connection, auth) without one.
+
+        `after_send` runs once the request is on the wire, while its answer is awaited (told by httpcore's `trace`
+        extension), or once the response is in when the transport tells nothing of the kind."""
+        extensions = {"trace": _when_sent(after_send)} if after_send else None
         async with self._slots:
             try:
                 async with asyncio.timeout(self._timeout):
                     response = await self._client.request(
-                        method, path, params=dict(params or {}), headers=dict(headers or {}), content=content
+                        method, path, params=dict(params or {}), headers=dict(headers or {}), content=content,
+                        extensions=extensions,
                     )
             except (TimeoutError, httpx.TimeoutException):
                 self._counter.add(operation, "error")
@@ -57,7 +63,22 @@ class Sender:
                 self._counter.add(operation, "error")
                 raise PollError("connection", f"{type(exc).__name__}: {exc}") from None
         self._counter.add(operation, response.status_code)
+        if after_send:
+            after_send()  # the caller's to make idempotent: it has run already when the transport told of the send
         return response
+
+
+SENT = frozenset({"http11.send_request_body.complete", "http2.send_request_body.complete"})
+
+
+def _when_sent(after_send: Callable[[], None]) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """Returns an httpcore `trace` callback that runs `after_send` when the request's body has been written."""
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event in SENT:
+            after_send()
+
+    return trace
 
 
 async def retry_throttled(

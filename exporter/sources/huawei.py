@@ -91,11 +91,25 @@ class HuaweiCaller:
         headers: Mapping[str, str] | None = None,
     ) -> Mapping[str, Any]:
         """Returns the JSON object of a successful call; retries short throttling waits, raises PollError."""
+        decode = await self.call_later(operation, method, path, query=query, headers=headers)
+        return decode()
+
+    async def call_later(
+        self, operation: str, method: str, path: str, *, query: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None, after_send: Callable[[], None] | None = None,
+    ) -> Callable[[], Mapping[str, Any]]:
+        """Returns, for a call answered with a success status, the decoding of its JSON object, to run when the
+        caller chooses; an error answer raises its PollError at once, a short throttling wait being retried first.
+        `after_send` runs once the request is sent (see `Sender.send`)."""
         params = {k: str(v) for k, v in (query or {}).items()}
 
-        async def once() -> Mapping[str, Any]:
-            response = await self._sender.send(operation, method, path, params=params, headers=headers)
-            return parse_response(response)
+        async def once() -> Callable[[], Mapping[str, Any]]:
+            response = await self._sender.send(operation, method, path, params=params, headers=headers,
+                                               after_send=after_send)
+            decode = partial(parse_response, response)
+            if not 200 <= response.status_code < 300:
+                decode()  # raises this answer's PollError now, so that throttling is retried
+            return decode
 
         return await retry_throttled(once)
 

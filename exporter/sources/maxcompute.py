@@ -143,14 +143,20 @@ class MaxComputeSource:
 
         read = [0]
 
-        async def page(n: int) -> Page:
-            data = await self._caller.call(
-                "GetRunningJobs", "GET", "/api/v1/jobs/runningJobs", query=self._running_query(n, now)
+        async def page(n: int, after_send: Callable[[], None]) -> Callable[[], Page]:
+            decode = await self._caller.call_later(
+                "GetRunningJobs", "GET", "/api/v1/jobs/runningJobs", query=self._running_query(n, now),
+                after_send=after_send,
             )
-            raw = records_of(data, "runningJobInfoList")
-            read[0] += len(raw)
-            # Parsed as each page arrives: a few ms on the event loop at a time, and the raw JSON is freed early.
-            return parse_page(raw, parse_running_job, skips), integer_field(data, "totalCount")
+
+            def digest() -> Page:
+                data = decode()
+                raw = records_of(data, "runningJobInfoList")
+                read[0] += len(raw)
+                # Parsed page by page: about a ms on the event loop at a time, and the raw JSON is freed early.
+                return parse_page(raw, parse_running_job, skips), integer_field(data, "totalCount")
+
+            return digest
 
         parsed, pages = await fetch_numbered_pages(
             page, RUNNING_PAGE_SIZE, self._config.max_pages, skips, "GetRunningJobs", first=1,
@@ -184,16 +190,22 @@ class MaxComputeSource:
         snapshot_times: list[float] = []
         read = [0]
 
-        async def page(n: int) -> Page:
+        async def page(n: int, after_send: Callable[[], None]) -> Callable[[], Page]:
             query, body = self._snapshot_request(n, at)
-            data = await self._caller.call(
-                "ListJobSnapshotInfos", "POST", "/api/v1/jobs/snapshot", query=query, body=body
+            decode = await self._caller.call_later(
+                "ListJobSnapshotInfos", "POST", "/api/v1/jobs/snapshot", query=query, body=body,
+                after_send=after_send,
             )
-            raw = records_of(data, "jobInfoList")
-            read[0] += len(raw)
-            snapshot_times.extend(t for r in raw[:1] if isinstance(r, Mapping)
-                                  and isinstance(t := r.get("snapshotTime"), int | float))
-            return parse_page(raw, parse_snapshot_job, skips), integer_field(data, "totalCount")
+
+            def digest() -> Page:
+                data = decode()
+                raw = records_of(data, "jobInfoList")
+                read[0] += len(raw)
+                snapshot_times.extend(t for r in raw[:1] if isinstance(r, Mapping)
+                                      and isinstance(t := r.get("snapshotTime"), int | float))
+                return parse_page(raw, parse_snapshot_job, skips), integer_field(data, "totalCount")
+
+            return digest
 
         parsed, pages = await fetch_numbered_pages(
             page, SNAPSHOT_PAGE_SIZE, self._config.max_pages, skips, "ListJobSnapshotInfos", first=1,

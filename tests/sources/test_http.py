@@ -39,3 +39,38 @@ def test_one_mapping_with_each_vendors_codes(codes, status, code, reason):
 
 def test_both_vendors_use_it():
     assert alibaba._reason_for.func is huawei._reason_for.func is reason_for
+
+
+async def test_after_send_runs_while_the_answer_is_awaited() -> None:
+    """A page reader digests its last page while its next request is out: over a real socket, `after_send` runs once
+    the request is written, long before a slow answer comes (and again when it is in, which the reader ignores)."""
+    import asyncio
+    import time
+
+    import httpx
+
+    from exporter.client import RequestCounter
+    from exporter.sources.http import Sender
+
+    async def answer_late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(4)  # the body
+        await asyncio.sleep(0.4)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer_late, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    ran: list[float] = []
+
+    def after_send() -> None:
+        ran.append(time.monotonic())
+
+    async with server, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        sender = Sender(client, RequestCounter(), concurrency=1, timeout=5)
+        started = time.monotonic()
+        response = await sender.send("Op", "POST", "/x", content=b"body", after_send=after_send)
+        answered = time.monotonic()
+    assert response.status_code == 200
+    assert ran[0] - started < 0.2 < answered - ran[0], "after_send waited for the answer"

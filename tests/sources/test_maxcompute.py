@@ -99,16 +99,42 @@ async def test_pages_are_read_by_as_many_tasks_as_the_concurrency_in_order() -> 
 
     under_way = [0, 0]  # now, most
 
-    async def page(n: int) -> tuple[list[int], int]:
+    async def page(n: int, after_send) -> object:
         under_way[0] += 1
         under_way[1] = max(under_way[1], under_way[0])
         await asyncio.sleep(0.001 * (n % 3))  # pages finish out of order
         under_way[0] -= 1
-        return [n], 50
+        return lambda: ([n], 50)
 
     records, read = await fetch_numbered_pages(page, 1, 100, Skips(), "test", first=1, workers=3)
     assert records == list(range(1, 51)) and read == 50
     assert under_way[1] == 3
+
+
+async def test_a_worker_digests_its_last_page_once_its_next_request_is_sent() -> None:
+    """Decoding and parsing a page overlap the next round trip: page 2 is digested after page 3's request went out
+    and before page 3's answer came, and every page is digested, the last one included."""
+    import asyncio
+
+    from exporter.sources.base import Skips, fetch_numbered_pages
+
+    events: list[str] = []
+
+    async def page(n: int, after_send) -> object:
+        events.append(f"sent {n}")
+        after_send()
+        await asyncio.sleep(0)
+        events.append(f"answered {n}")
+
+        def digest() -> tuple[list[int], int]:
+            events.append(f"digest {n}")
+            return [n], 3
+        return digest
+
+    records, read = await fetch_numbered_pages(page, 1, 10, Skips(), "test", first=1, workers=1)
+    assert records == [1, 2, 3] and read == 3
+    assert events == ["sent 1", "answered 1", "digest 1", "sent 2", "answered 2", "sent 3", "digest 2", "answered 3",
+                      "digest 3"]
 
 
 async def test_query_carries_window_and_filters_as_one_comma_joined_value() -> None:
