@@ -104,7 +104,7 @@ async def fetch_pages(read_page: PageReader, numbers: range, workers: int) -> li
 
         for i, number in todo:  # shared: each number is taken by one worker
             digest = await read_page(number, digest_held)
-            digest_held()  # when the request failed over to a retry before it was sent, or nothing told of the send
+            digest_held()  # when the reader's transport did not tell of the send
             held.append((i, digest))
         digest_held()
 

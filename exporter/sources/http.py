@@ -44,8 +44,8 @@ class Sender:
     ) -> httpx.Response:
         """Returns the response, whatever its status; raises PollError (timeout, connection, auth) without one.
 
-        `after_send` runs once the request is on the wire, while its answer is awaited (told by httpcore's `trace`
-        extension), or once the response is in when the transport tells nothing of the kind."""
+        `after_send` runs once the request is on the wire, while its answer is awaited, as httpcore's `trace`
+        extension tells; a transport that tells nothing of the kind (a test's mock) never runs it."""
         extensions = {"trace": _when_sent(after_send)} if after_send else None
         async with self._slots:
             try:
@@ -63,8 +63,6 @@ class Sender:
                 self._counter.add(operation, "error")
                 raise PollError("connection", f"{type(exc).__name__}: {exc}") from None
         self._counter.add(operation, response.status_code)
-        if after_send:
-            after_send()  # the caller's to make idempotent: it has run already when the transport told of the send
         return response
 
 
