@@ -132,8 +132,9 @@ class AcsCaller:
     ) -> Callable[[], Mapping[str, Any]]:
         """Returns, for a call answered with HTTP 200, the decoding of its result, to run when the caller chooses (a
         page's JSON is most of its work on the event loop: a page reader decodes it once its next request is on the
-        wire); an error answer raises its PollError at once, a short throttling wait being retried first.
-        `after_send` runs once the request is sent (see `Sender.send`)."""
+        wire). An answer with an error status or a wait asked for raises its PollError at once, a short throttling
+        wait being retried first; an error inside a 200 body (an envelope's `httpCode`, a body that is not JSON) is
+        raised by the decoding. `after_send` runs once the request is sent (see `Sender.send`)."""
         return await retry_throttled(lambda: self._once(action, method, path, query, body, api or action, after_send))
 
     async def _once(

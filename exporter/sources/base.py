@@ -68,9 +68,9 @@ class Skips:
 
 
 Page = tuple[list[Any], int]  # one page's records and the total the page reports
-# A page reader: given a page number and what to run once that page's request is sent, it returns once the page's
-# answer is in, with the page's digest (decoding and parsing it) still to run.
-PageReader = Callable[[int, Callable[[], None]], Awaitable[Callable[[], Page]]]
+# A page reader: given a page number and what to run once that page's request is sent (if anything), it returns once
+# the page's answer is in, with the page's digest (decoding and parsing it) still to run.
+PageReader = Callable[[int, Callable[[], None] | None], Awaitable[Callable[[], Page]]]
 
 
 async def gather_or_cancel(coroutines: Iterable[Awaitable[T]]) -> list[T]:
@@ -96,16 +96,28 @@ async def fetch_pages(read_page: PageReader, numbers: range, workers: int) -> li
 
     async def worker() -> None:
         held: list[tuple[int, Callable[[], Page]]] = []  # the page read last, not yet digested
+        failed: list[Exception] = []  # a digest's error, kept to raise here rather than inside the next request
 
         def digest_held() -> None:
             while held:
                 i, digest = held.pop()
                 pages[i] = digest()
 
+        def digest_held_while_sending() -> None:
+            try:
+                digest_held()
+            except Exception as exc:  # raised again by the worker, once the request it ran in is done
+                failed.append(exc)
+
         for i, number in todo:  # shared: each number is taken by one worker
-            digest = await read_page(number, digest_held)
+            try:
+                digest = await read_page(number, digest_held_while_sending)
+            finally:
+                if failed:  # the earlier page's error is the poll's, whatever became of this request
+                    raise failed.pop()
             digest_held()  # when the reader's transport did not tell of the send
             held.append((i, digest))
+            del digest  # held: its raw answer is freed once digested
         digest_held()
 
     await gather_or_cancel(worker() for _ in range(min(workers, len(numbers))))
@@ -121,7 +133,7 @@ async def fetch_numbered_pages(
     fails the others are cancelled, so no request outlives its poll. Records that arrive while paging push others
     past the first total, so while any page reports a larger total the extra pages are read too, up to `max_pages`.
     """
-    records, total = (await read_page(first, lambda: None))()
+    records, total = (await read_page(first, None))()  # no page read before it: nothing to run once it is sent
     records = list(records)
     read = 1
     while read < (wanted := max(1, math.ceil(total / page_size))) and read < max_pages:

@@ -132,7 +132,7 @@ class DataArtsFactorySource:
         def parse(item: Mapping[str, Any]) -> DataArtsJob:
             return parse_job(item, job_type)
 
-        async def page(offset: int, after_send: Callable[[], None]) -> Callable[[], Page]:
+        async def page(offset: int, after_send: Callable[[], None] | None) -> Callable[[], Page]:
             decode = await self._caller.call_later(
                 name, "GET", f"/v1/{self._config.project_id}/jobs",
                 query={"jobType": job_type, "offset": offset, "limit": PAGE_SIZE}, headers=headers,

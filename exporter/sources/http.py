@@ -45,7 +45,9 @@ class Sender:
         """Returns the response, whatever its status; raises PollError (timeout, connection, auth) without one.
 
         `after_send` runs once the request is on the wire, while its answer is awaited, as httpcore's `trace`
-        extension tells; a transport that tells nothing of the kind (a test's mock) never runs it."""
+        extension tells; a transport that tells nothing of the kind (a test's mock) never runs it, and through an
+        HTTPS proxy it also runs once the proxy's CONNECT is written. It must not raise: an error there would cut
+        this request short."""
         extensions = {"trace": _when_sent(after_send)} if after_send else None
         async with self._slots:
             try:
@@ -66,14 +68,14 @@ class Sender:
         return response
 
 
-SENT = frozenset({"http11.send_request_body.complete", "http2.send_request_body.complete"})
+_SENT = frozenset({"http11.send_request_body.complete", "http2.send_request_body.complete"})
 
 
 def _when_sent(after_send: Callable[[], None]) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
     """Returns an httpcore `trace` callback that runs `after_send` when the request's body has been written."""
 
     async def trace(event: str, info: dict[str, Any]) -> None:
-        if event in SENT:
+        if event in _SENT:
             after_send()
 
     return trace

@@ -99,8 +99,9 @@ class HuaweiCaller:
         headers: Mapping[str, str] | None = None, after_send: Callable[[], None] | None = None,
     ) -> Callable[[], Mapping[str, Any]]:
         """Returns, for a call answered with a success status, the decoding of its JSON object, to run when the
-        caller chooses; an error answer raises its PollError at once, a short throttling wait being retried first.
-        `after_send` runs once the request is sent (see `Sender.send`)."""
+        caller chooses. An answer with an error status raises its PollError at once, a short throttling wait being
+        retried first; an error inside a success body (an `error_code`, a body that is not JSON) is raised by the
+        decoding. `after_send` runs once the request is sent (see `Sender.send`)."""
         params = {k: str(v) for k, v in (query or {}).items()}
 
         async def once() -> Callable[[], Mapping[str, Any]]:

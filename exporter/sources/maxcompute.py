@@ -143,7 +143,7 @@ class MaxComputeSource:
 
         read = [0]
 
-        async def page(n: int, after_send: Callable[[], None]) -> Callable[[], Page]:
+        async def page(n: int, after_send: Callable[[], None] | None) -> Callable[[], Page]:
             decode = await self._caller.call_later(
                 "GetRunningJobs", "GET", "/api/v1/jobs/runningJobs", query=self._running_query(n, now),
                 after_send=after_send,
@@ -190,7 +190,7 @@ class MaxComputeSource:
         snapshot_times: list[float] = []
         read = [0]
 
-        async def page(n: int, after_send: Callable[[], None]) -> Callable[[], Page]:
+        async def page(n: int, after_send: Callable[[], None] | None) -> Callable[[], Page]:
             query, body = self._snapshot_request(n, at)
             decode = await self._caller.call_later(
                 "ListJobSnapshotInfos", "POST", "/api/v1/jobs/snapshot", query=query, body=body,

@@ -122,7 +122,8 @@ async def test_a_worker_digests_its_last_page_once_its_next_request_is_sent() ->
 
     async def page(n: int, after_send) -> object:
         events.append(f"sent {n}")
-        after_send()
+        if after_send:  # none for the first page
+            after_send()
         await asyncio.sleep(0)
         events.append(f"answered {n}")
 
@@ -135,6 +136,32 @@ async def test_a_worker_digests_its_last_page_once_its_next_request_is_sent() ->
     assert records == [1, 2, 3] and read == 3
     assert events == ["sent 1", "answered 1", "digest 1", "sent 2", "answered 2", "sent 3", "digest 2", "answered 3",
                       "digest 3"]
+
+
+async def test_a_page_that_fails_its_digest_fails_the_poll_once_the_next_request_is_done() -> None:
+    """A page found malformed while the next request is on the wire fails the poll with its own error, raised by the
+    worker after that request is done, not from inside it (where it would cut the request short, uncounted)."""
+    import asyncio
+
+    from exporter.sources.base import Skips, fetch_numbered_pages
+
+    answered: list[int] = []
+
+    async def page(n: int, after_send) -> object:
+        if after_send:  # none for the first page
+            after_send()
+        await asyncio.sleep(0)
+        answered.append(n)
+
+        def digest() -> tuple[list[int], int]:
+            if n == 2:
+                raise PollError("bad_response", "page 2 is malformed")
+            return [n], 4
+        return digest
+
+    with pytest.raises(PollError, match="page 2 is malformed"):
+        await fetch_numbered_pages(page, 1, 10, Skips(), "test", first=1, workers=1)
+    assert answered == [1, 2, 3]
 
 
 async def test_query_carries_window_and_filters_as_one_comma_joined_value() -> None:
