@@ -314,19 +314,6 @@ def test_the_poll_time_limit_never_outlasts_staleness() -> None:
     assert poll_time_limit(60, 600) == 180
 
 
-@pytest.mark.parametrize("length", [0, 1, 2, 7, 8, 255, 65536, 4_500_001])
-def test_crc_of_a_concatenation_from_the_parts_crcs(length: int) -> None:
-    """The gzip trailer's CRC is combined from the segments' own, so unchanged families are never read again: it
-    must be the CRC of the whole body, whatever the lengths."""
-    import os
-    import zlib
-
-    from exporter.metrics.format import crc32_combine
-
-    head, tail = os.urandom(1000), os.urandom(length)
-    assert crc32_combine(zlib.crc32(head), zlib.crc32(tail), length) == zlib.crc32(head + tail)
-
-
 def test_stitched_gzip_is_the_exposition_after_segments_are_reused() -> None:
     """A render reuses the deflate segments (and CRCs) of families that did not change: both formats' gzip bodies
     must still decompress, CRC and length checked, to exactly their plain bodies."""

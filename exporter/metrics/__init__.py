@@ -71,7 +71,7 @@ def usable_cpus() -> int:
 
 @cache
 def compressors() -> ThreadPoolExecutor:
-    """Returns the process's compression threads (zlib lets go of the GIL, so they run on every usable CPU)."""
+    """Returns the process's compression threads (zlib-ng lets go of the GIL, so they run on every usable CPU)."""
     return ThreadPoolExecutor(min(MAX_COMPRESSORS, usable_cpus()), thread_name_prefix="compress")
 
 
