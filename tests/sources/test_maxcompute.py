@@ -138,6 +138,41 @@ async def test_a_worker_digests_its_last_page_once_its_next_request_is_sent() ->
                       "digest 3"]
 
 
+async def test_over_http_each_page_but_the_first_and_last_is_digested_while_the_next_request_waits(
+    simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole path, over real HTTP to the simulator, one request at a time: the source hands the worker's
+    `after_send` to its caller and the caller to httpcore, so every page but the first (read alone) and the last
+    (nothing follows it) is parsed while a later page's request is out. Left unwired, none is."""
+    import exporter.sources.maxcompute as mc_source
+    from exporter.sources.http import Sender
+    from tests.helpers import maxcompute_exporter
+
+    sending, parsed_while_sending = [0], []
+    real_send, real_parse = Sender.send, mc_source.parse_page
+
+    async def send(self, *args, **kwargs):
+        sending[0] += 1
+        try:
+            return await real_send(self, *args, **kwargs)
+        finally:
+            sending[0] -= 1
+
+    def parse_page(*args, **kwargs):
+        parsed_while_sending.append(sending[0] > 0)
+        return real_parse(*args, **kwargs)
+
+    monkeypatch.setattr(Sender, "send", send)
+    monkeypatch.setattr(mc_source, "parse_page", parse_page)
+    exporter = maxcompute_exporter(simulator.url, max_concurrency=1)
+    try:
+        fetched = await exporter.sources[0].running_jobs()
+    finally:
+        await exporter.sources[0].aclose()
+    assert fetched.pages >= 3
+    assert parsed_while_sending == [False] + [True] * (fetched.pages - 2) + [False]
+
+
 async def test_a_page_that_fails_its_digest_fails_the_poll_once_the_next_request_is_done() -> None:
     """A page found malformed while the next request is on the wire fails the poll with its own error, raised by the
     worker after that request is done, not from inside it (where it would cut the request short, uncounted)."""
