@@ -66,6 +66,11 @@ def json_param(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
+def _refused(response: httpx.Response, retry_after: float | None) -> bool:
+    """Whether an answer is an error whatever its body says: a status other than 200, or a wait asked for."""
+    return response.status_code != 200 or bool(retry_after)
+
+
 def parse_envelope(response: httpx.Response, *, enveloped: bool = True) -> Mapping[str, Any]:
     """Returns `data` of a successful response (the whole body when the product does not wrap it, `enveloped=False`,
     as EMR Serverless Spark does); raises PollError with the reason otherwise."""
@@ -76,7 +81,7 @@ def parse_envelope(response: httpx.Response, *, enveloped: bool = True) -> Mappi
         raise PollError("bad_response", f"HTTP {response.status_code} with a JSON body that is not an object",
                         request_id=rid)
     code = str(body.get("Code") or body.get("code") or body.get("errorCode") or "")
-    if response.status_code != 200 or retry_after:
+    if _refused(response, retry_after):
         message = str(body.get("Message") or body.get("message") or body.get("errorMsg") or "")[:200]
         raise PollError(
             "throttled" if retry_after else _reason_for(response.status_code, code),
@@ -151,7 +156,7 @@ class AcsCaller:
             content=content, after_send=after_send,
         )
         decode = partial(parse_envelope, response, enveloped=self._enveloped)
-        if response.status_code != 200 or _retry_after(response):
+        if _refused(response, _retry_after(response)):
             decode()  # raises this answer's PollError now, so that throttling is retried
         return decode
 
