@@ -1,0 +1,1 @@
+"""Golden expositions: the exact bytes /metrics serves today, recorded before the source/renderer refactor."""

@@ -1,0 +1,232 @@
+"""Golden expositions: what users see on /metrics, byte for byte, so a refactor can prove it changed nothing.
+
+Two kinds of golden file live in `tests/golden/files/`:
+
+* Per source kind (`<kind>.prom`, `<kind>.om`, and `<kind>_capped.prom`, `<kind>_capped.om`): the fixed poll
+  results of `tests/golden/records.py` rendered by the kind's renderers into the text format (0.0.4, `.prom`) and
+  OpenMetrics (`.om`), as `exporter.metrics.Renderer` does: `RENDERERS[type(result)](ctx, result)` for each result,
+  the families joined by `exporter.metrics.format.pieces`. The `_capped` variants render with a per-job cap small
+  enough that jobs are dropped (and the records' `job_series_budget` shares of it) and `owner_label: hash`; the
+  number of jobs each result drops (the `cloud_job_exporter_job_series_dropped` self-metric) is checked too. Each
+  case is rendered twice through one `SourceContext`, so the second render takes the label prefixes from its cache.
+* The simulator (`simulator.prom`): the demo's three sources (`exporter.demo.demo_sources`) polling the simulator
+  over real HTTP on 127.0.0.1, with a fixed seed and a frozen clock (`tests.helpers.FakeClock`, left at START),
+  scraped once every API has finished a poll (`/-/ready`). Only the job families are compared: the
+  `cloud_job_exporter_*` self-metrics hold poll durations and timestamps of the wall clock. The scrape is made in
+  three separate runs (a new simulator and exporter each time), which must give the same bytes. The families stay in
+  the order served, which is fixed: the renderer walks the APIs in the order they were registered (the configured
+  sources, then each source's APIs), not in the order their polls finished.
+
+  What would vary, and how it is held still, without changing any exporter code:
+
+  - The exporter signs its requests with the wall clock (`build()` offers no clock for the signers), which a frozen
+    simulator refuses as out of its 15-minute skew window. The test widens the simulator's window
+    (`MAX_CLOCK_SKEW_SECONDS` of `exporter.simulator.app` and `exporter.simulator.dataarts_factory`, test-side
+    monkeypatching); what the simulator answers depends on its own clock only.
+  - GetRunningJobs asks for the jobs submitted in [now - `running_lookback`, now] by the wall clock; the demo's 7 days
+    would miss every job of the frozen simulator's day, so the test sets `running_lookback: 10000d` (this keeps
+    covering the simulator's jobs until about 2050). ListJobSnapshotInfos asks for `to` = the wall clock, which the
+    simulator caps at its own now.
+  - EMR lists the runs that ended in a window of the wall clock (and its first window only marks them seen), and
+    GetJobInfo asks only about jobs that left the running set. Under a frozen simulator no run ends and no job leaves,
+    so the ended-run and finished-job families have no samples and are left out of the exposition, whatever the
+    number of polls before the scrape: every poll of an API gets the same answer. The per-kind files cover them.
+  - The MaxCompute workload is small (`target_running=20`) to keep the file reviewable; the EMR and DataArts
+    simulators have fixed sizes.
+
+Regenerating: after an intended change, run
+
+    CJE_UPDATE_GOLDEN=1 PYTHONPATH=. python3 -m pytest tests/golden -rs
+
+which rewrites every golden file (those tests are then reported as skipped, saying which files changed), and review
+the diff of `tests/golden/files/` in git. Without the variable the tests compare byte for byte and, on a mismatch,
+show where the bytes first differ and a unified diff of the first differing lines.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import exporter.simulator.app as simulator_app
+import exporter.simulator.dataarts_factory as simulator_dataarts
+from exporter.config import DEFAULT_DURATION_BUCKETS, parse_config
+from exporter.credentials import static
+from exporter.demo import demo_sources
+from exporter.metrics import RENDERERS
+from exporter.metrics.context import SourceContext
+from exporter.metrics.format import pieces
+from exporter.runtime import build
+from exporter.simulator import Simulator, WorkloadParams
+from exporter.simulator.run import run_in_thread
+from exporter.sources.emr_serverless_spark import DURATION_BUCKETS as EMR_DEFAULT_BUCKETS
+from tests.golden import records
+from tests.helpers import KEY_ID, SECRET, FakeClock, eventually_status, running_exporter, samples
+
+FILES = Path(__file__).parent / "files"
+UPDATE = os.environ.get("CJE_UPDATE_GOLDEN") == "1"
+DIFF_LINES = 60  # of the unified diff shown on a mismatch
+SELF_PREFIX = b"cloud_job_exporter_"
+
+# ---- comparing with a golden file ----------------------------------------------------------------------------------
+
+
+def _lines(data: bytes) -> list[str]:
+    # Split on "\n" only, so a missing final newline or a stray "\r" shows in the diff.
+    return data.decode("utf-8", errors="backslashreplace").split("\n")
+
+
+def mismatch(name: str, expected: bytes, actual: bytes, hint: bool = True) -> str:
+    """Returns a report of how `actual` differs from `expected` (the golden bytes): where, and the first differing
+    lines."""
+    at = next((i for i, (a, b) in enumerate(zip(expected, actual, strict=False)) if a != b),
+              min(len(expected), len(actual)))
+    line = expected.count(b"\n", 0, at) + 1
+    diff = list(difflib.unified_diff(_lines(expected), _lines(actual), f"tests/golden/files/{name}", "rendered now",
+                                     n=2, lineterm=""))
+    shown = diff[:DIFF_LINES]
+    if len(diff) > DIFF_LINES:
+        shown.append(f"... ({len(diff) - DIFF_LINES} more diff lines)")
+    return (f"{name}: {len(actual)} bytes rendered, {len(expected)} in the golden file; the first difference is at "
+            f"byte {at} (line {line} of the golden file)\n" + "\n".join(shown) +
+            ("\nIf the change is intended, regenerate with CJE_UPDATE_GOLDEN=1 (see the module docstring)." if hint
+             else ""))
+
+
+def assert_golden(name: str, actual: bytes) -> None:
+    """Compares `actual` with `files/<name>` byte for byte; with CJE_UPDATE_GOLDEN=1, rewrites the file instead."""
+    path = FILES / name
+    if UPDATE:
+        before = path.read_bytes() if path.exists() else None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(actual)
+        pytest.skip(f"CJE_UPDATE_GOLDEN=1: {name} {'unchanged' if before == actual else 'rewritten'}")
+    if not path.exists():
+        pytest.fail(f"no golden file {path}; create it with CJE_UPDATE_GOLDEN=1", pytrace=False)
+    expected = path.read_bytes()
+    if actual != expected:
+        pytest.fail(mismatch(name, expected, actual), pytrace=False)
+
+
+# ---- per kind: fixed records, rendered ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """One golden exposition of one source kind: the source's identity and settings, its poll results, and how many
+    jobs each result's per-job cap is to drop."""
+
+    name: str
+    source: tuple[str, str, str]  # name, kind, region
+    results: Callable[[], list[Any]]
+    dropped: list[int]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def context(self) -> SourceContext:
+        return SourceContext(*self.source, **self.settings)
+
+
+CAPPED = {"owner_label": "hash"}
+MAXCOMPUTE = ("mc", "maxcompute", "cn-hangzhou")
+EMR = ("spark", "emr_serverless_spark", "cn-hangzhou")
+DATAARTS = ("dayu", "dataarts_factory", "cn-north-4")
+CASES = [
+    Case("maxcompute", MAXCOMPUTE, records.maxcompute_results, [0, 0, 0]),
+    # 3 of 6 jobs each: the cap ranks running jobs by cu_snapshot (a tie at the cut) and snapshot jobs by CPU use.
+    Case("maxcompute_capped", MAXCOMPUTE, records.maxcompute_results, [3, 3, 0], {"max_job_series": 3, **CAPPED}),
+    # EMR splits max_job_series evenly between its two workspaces.
+    Case("emr_serverless_spark", EMR, lambda: records.emr_results(5000 // 2), [0, 0]),
+    Case("emr_serverless_spark_capped", EMR, lambda: records.emr_results(5 // 2), [2, 0],
+         {"max_job_series": 5, **CAPPED}),
+    # DataArts' split_budget of max_job_series between lists of 6 (BATCH) and 4 (REAL_TIME) jobs: 5000 -> 6 and 4,
+    # 5 -> 3 and 2.
+    Case("dataarts_factory", DATAARTS, lambda: records.dataarts_results(6, 4), [0, 0]),
+    Case("dataarts_factory_capped", DATAARTS, lambda: records.dataarts_results(3, 2), [3, 2],
+         {"max_job_series": 5, **CAPPED}),
+]
+
+
+def render(ctx: SourceContext, results: list[Any], openmetrics: bool) -> tuple[bytes, list[int]]:
+    """Returns the exposition of the results of one source, as the Renderer makes it, and each result's dropped jobs."""
+    families, dropped = [], []
+    for result in results:
+        rendered, n = RENDERERS[type(result)](ctx, result)
+        families += rendered
+        dropped.append(n)
+    return b"".join(pieces(families, openmetrics=openmetrics)), dropped
+
+
+@pytest.mark.parametrize("openmetrics", [False, True], ids=["text", "openmetrics"])
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_kind_exposition_matches_golden(case: Case, openmetrics: bool) -> None:
+    ctx = case.context()
+    exposition, dropped = render(ctx, case.results(), openmetrics)
+    again, _ = render(ctx, case.results(), openmetrics)  # label prefixes from the context's cache this time
+    assert again == exposition, mismatch(f"{case.name} (first render)", exposition, again, hint=False)
+    assert dropped == case.dropped, "jobs dropped by the per-job cap, per result"
+    assert_golden(f"{case.name}.{'om' if openmetrics else 'prom'}", exposition)
+
+
+def test_record_buckets_are_the_sources_defaults() -> None:
+    """The records' histograms use the bounds users get by default (copied into records.py as literals)."""
+    assert tuple(DEFAULT_DURATION_BUCKETS) == records.MAXCOMPUTE_DURATION_BUCKETS
+    assert tuple(EMR_DEFAULT_BUCKETS) == records.EMR_DURATION_BUCKETS
+
+
+# ---- the simulator: a fixed state, polled and scraped over HTTP --------------------------------------------------
+
+SEED = 20240229
+RUNS = 3
+RUNNING_LOOKBACK = "10000d"  # reaches from the wall clock back past the frozen simulator's jobs (see the docstring)
+EXPECTED_APIS = 9  # GetRunningJobs, ListJobSnapshotInfos, GetJobInfo; 2 x 2 DataArts lists; 2 EMR workspaces
+
+
+def job_families(exposition: bytes) -> bytes:
+    """Returns the text exposition without the `cloud_job_exporter_*` families, each family kept whole (HELP, TYPE
+    and samples), in the order served."""
+    blocks: list[list[bytes]] = []
+    for line in exposition.splitlines(keepends=True):
+        if line.startswith(b"# HELP "):
+            blocks.append([])
+        assert blocks, f"the exposition does not start with a HELP line: {line!r}"
+        blocks[-1].append(line)
+    return b"".join(b"".join(block) for block in blocks if not block[0].split(b" ")[2].startswith(SELF_PREFIX))
+
+
+async def scrape_frozen_simulator() -> bytes:
+    """Serves a simulator on a frozen clock, runs the demo's sources against it, and returns the job families of the
+    first scrape once every API has finished a poll."""
+    simulator = Simulator({KEY_ID: SECRET}, seed=SEED, clock=FakeClock(), workload=WorkloadParams(target_running=20))
+    with run_in_thread(simulator) as endpoint:
+        sources = demo_sources(endpoint.url)
+        assert {s["kind"] for s in sources} == {"maxcompute", "emr_serverless_spark", "dataarts_factory"}
+        sources = [{**s, "running_lookback": RUNNING_LOOKBACK} if s["kind"] == "maxcompute" else s for s in sources]
+        exporter = build(parse_config({"sources": sources}), credentials=lambda cfg: (lambda: static(KEY_ID, SECRET)))
+        async with running_exporter(exporter) as url, httpx.AsyncClient() as client:
+            await eventually_status(lambda: client.get(url + "/-/ready"), 200, timeout=30)
+            response = await client.get(url + "/metrics")
+    response.raise_for_status()
+    up = samples(response.text)["cloud_job_exporter_source_up"]
+    assert len(up) == EXPECTED_APIS and set(up.values()) == {1}, f"every API's first poll must succeed: {up}"
+    return job_families(response.content)
+
+
+async def test_frozen_simulator_exposition_matches_golden(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The exporter signs with the wall clock; the frozen simulator is to accept it (see the module docstring).
+    monkeypatch.setattr(simulator_app, "MAX_CLOCK_SKEW_SECONDS", math.inf)
+    monkeypatch.setattr(simulator_dataarts, "MAX_CLOCK_SKEW_SECONDS", math.inf)
+    runs = [await scrape_frozen_simulator() for _ in range(RUNS)]
+    for n, other in enumerate(runs[1:], start=2):
+        assert other == runs[0], mismatch(f"simulator.prom (run 1 against run {n})", runs[0], other, hint=False)
+    for family in (b"maxcompute_running_jobs{", b"maxcompute_snapshot_jobs{", b"emr_spark_job_runs{",
+                   b"dataarts_jobs{", b"dataarts_job_last_instance_status{"):
+        assert family in runs[0], f"{family.decode()} is missing from the simulator's exposition"
+    assert_golden("simulator.prom", runs[0])
