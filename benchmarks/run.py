@@ -202,7 +202,7 @@ def render_breakdown(view: Any, repeats: int) -> dict[str, Any]:
     """Renders the whole view cold (a fresh Renderer, no label prefix cached) `repeats` times; returns the best run's
     phases: render (the families' sample text, encoded, and the layout of both formats) and compress (both formats'
     gzip)."""
-    from exporter.metrics import Renderer
+    from exporter.exposition.renderer import Renderer
 
     best: dict[str, Any] | None = None
     for _ in range(repeats):
@@ -216,7 +216,7 @@ def render_breakdown(view: Any, repeats: int) -> dict[str, Any]:
 
 
 def _phases(renderer: Any, view: Any) -> dict[str, Any]:
-    from exporter.metrics.format import pieces
+    from exporter.exposition.format import pieces
 
     render, comp = Span(), Span()
     gc.disable()  # as Renderer.render does in every publish
@@ -238,18 +238,19 @@ async def exporter_role(args: argparse.Namespace) -> None:
     """Polls the simulator `args.rounds` times per API, measuring each poll, then serves until told to stop."""
     import uvicorn
 
-    import exporter.sources.maxcompute as mc_source
+    import exporter.sources.maxcompute.source as mc_source
     from exporter.config import parse_config
     from exporter.credentials import static
     from exporter.runtime import build, freeze_startup_heap
     from exporter.server import App
+    from exporter.sources import KINDS
 
     _quiet_logs()
     source: dict[str, Any] = {"name": "mc", "kind": "maxcompute", "region": "cn-shanghai", "endpoint": args.sim_url,
                               "per_job_series": True, "max_job_series": args.max_job_series or 10**9}
     if args.concurrency:
         source["max_concurrency"] = args.concurrency
-    config = parse_config({"sources": [source]})
+    config = parse_config({"sources": [source]}, KINDS)
     exporter = build(config, credentials=lambda cfg: (lambda: static(KEY_ID, SECRET)))
     freeze_startup_heap()  # as `serve` does before its first poll
     rss_start = rss_mb()  # the interpreter and every import, before any poll: what the process costs holding nothing
@@ -285,7 +286,7 @@ async def exporter_role(args: argparse.Namespace) -> None:
 
     # Render time inside the publish: each API's renderer (its families' sample text, encoded), as a poll runs it,
     # with the label prefixes its previous poll left.
-    import exporter.metrics as metrics
+    import exporter.exposition.renderer as metrics
 
     render_span, rendered = Span(), []
 
@@ -334,7 +335,7 @@ async def exporter_role(args: argparse.Namespace) -> None:
             })
     peak_polling, rss_polled = peak_rss_mb(), rss_mb()
     # Chunks start at line starts, so counting per chunk is exact; joined, they would be one more copy to hold.
-    chunks = poller.exposition.chunks
+    chunks = poller.published.exposition.chunks
     samples = sum(map(count_samples, chunks))
     with open(args.dump, "wb") as f:
         f.writelines(chunks)

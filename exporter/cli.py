@@ -10,6 +10,7 @@ from pathlib import Path
 from exporter import __version__
 from exporter.config import ConfigError, check_credentials, load_config
 from exporter.logs import configure_logging
+from exporter.sources import KINDS
 from exporter.webconfig import load_web_config
 
 DEFAULT_LISTEN = ":9810"
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --config.file is required (or try --demo)", file=sys.stderr)
         return 1
     try:
-        config = load_config(args.config_file)
+        config = load_config(args.config_file, KINDS)
         check_credentials(config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

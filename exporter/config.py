@@ -9,8 +9,10 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
@@ -20,13 +22,16 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from exporter.credentials import CredentialError, CredentialProvider, KeySource
 from exporter.credentials_oidc import OidcCredentialProvider
+
+if TYPE_CHECKING:
+    from exporter.contract import Kind
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -56,7 +61,7 @@ def parse_duration(value: Any) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
-def _trimmed_unique(values: list[str]) -> list[str]:
+def trimmed_unique(values: list[str]) -> list[str]:
     """Returns the list with values trimmed; rejects empty strings."""
     out = [v.strip() for v in values]
     if any(not v for v in out):
@@ -64,7 +69,7 @@ def _trimmed_unique(values: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-NameList = Annotated[list[str], AfterValidator(_trimmed_unique)]
+NameList = Annotated[list[str], AfterValidator(trimmed_unique)]
 
 
 def _increasing(values: list[float]) -> tuple[float, ...]:
@@ -183,105 +188,13 @@ class SourceConfig(Strict):
         return base_url(value, "https://host or http://127.0.0.1:8080")
 
 
-class MaxComputeConfig(SourceConfig):
-    """A MaxCompute source: GetRunningJobs every `interval`, ListJobSnapshotInfos every `snapshot_interval`."""
-
-    kind: Literal["maxcompute"]
-    snapshot_interval: Duration = 60.0
-    running_lookback: Duration = 7 * 86400.0
-    tenant_id: str | None = None
-    quotas: NameList = []
-    projects: NameList = []
-    owners: NameList = []
-    # Finished jobs: GetJobInfo for each job that left the running and snapshot sets.
-    finished_jobs: bool = True
-    job_info_interval: Duration = 30.0
-    job_info_max_attempts: Annotated[int, Field(ge=1)] = 10
-    job_info_batch: Annotated[int, Field(ge=1)] = 500
-    wait_buckets: BucketBounds = DEFAULT_DURATION_BUCKETS
-    run_buckets: BucketBounds = DEFAULT_DURATION_BUCKETS
-
-    def default_endpoint(self) -> str:
-        """Returns the regional HTTPS endpoint."""
-        return f"https://maxcompute.{self.region}.aliyuncs.com"
-
-    def poll_intervals(self) -> tuple[float, ...]:
-        """Returns the interval of each polled API."""
-        return (self.interval, self.snapshot_interval, *((self.job_info_interval,) if self.finished_jobs else ()))
-
-
 HUAWEI_ENV = ("HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK", "HUAWEICLOUD_SDK_SECURITY_TOKEN")
-HuaweiId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-
-
-def _unique_job_types(values: list[str]) -> list[str]:
-    if not values:
-        raise ValueError("expected BATCH, REAL_TIME or both")
-    return list(dict.fromkeys(values))
-
-
-class DataArtsFactoryConfig(SourceConfig):
-    """A DataArts Factory source: the job list of each workspace and job type every `interval`."""
-
-    credential_env: ClassVar[tuple[str, str, str]] = HUAWEI_ENV
-
-    kind: Literal["dataarts_factory"]
-    interval: Duration = 60.0
-    project_id: HuaweiId
-    # Empty: the default workspace only, requested without the `workspace` header.
-    workspaces: Annotated[list[HuaweiId], AfterValidator(_trimmed_unique)] = []
-    job_types: Annotated[list[Literal["BATCH", "REAL_TIME"]], AfterValidator(_unique_job_types)] = [
-        "BATCH", "REAL_TIME",
-    ]
-
-    def default_endpoint(self) -> str:
-        """Returns the regional HTTPS endpoint (cn-east-4 names it `dayu.`, the other regions `dayu-dlf.`)."""
-        host = "dayu" if self.region == "cn-east-4" else "dayu-dlf"
-        return f"https://{host}.{self.region}.myhuaweicloud.com"
-
-
-def _workspace_ids(values: list[str]) -> list[str]:
-    """Requires one or more workspace ids, each one that can stand in a URL path segment as it is."""
-    if not values:
-        raise ValueError("expected one or more workspace ids")
-    for value in values:
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", value):
-            raise ValueError(f"expected workspace ids such as w-d2d82aa09155abcd, got {value!r}")
-    return values
-
-
-class EmrServerlessSparkConfig(SourceConfig):
-    """An EMR Serverless Spark source: ListJobRuns of each workspace every `interval` (active and ended runs)."""
-
-    kind: Literal["emr_serverless_spark"]
-    workspaces: Annotated[NameList, AfterValidator(_workspace_ids)]
-    queues: NameList = []
-    # How far back one window of ended runs reaches at most (it reaches back to the last good poll, after failures).
-    lookback: Annotated[Duration, Field(validate_default=True)] = 3600.0
-
-    @field_validator("lookback")
-    @classmethod
-    def _lookback_covers_interval(cls, value: float, info: ValidationInfo) -> float:
-        interval = info.data.get("interval")
-        if interval is not None and value < 2 * interval:
-            raise ValueError(f"expected at least twice the interval ({2 * interval:g}s), got {value:g}s")
-        return value
-
-    def default_endpoint(self) -> str:
-        """Returns the regional HTTPS endpoint."""
-        return f"https://emr-serverless-spark.{self.region}.aliyuncs.com"
-
-
-# Every source kind's model; a new kind adds its model here.
-SOURCE_MODELS = (MaxComputeConfig, EmrServerlessSparkConfig, DataArtsFactoryConfig)
-AnySource = Annotated[Union[SOURCE_MODELS], Field(discriminator="kind")]  # noqa: UP007 (a tuple needs Union)
-KIND_NAMES = ", ".join(get_args(m.model_fields["kind"].annotation)[0] for m in SOURCE_MODELS)
 
 
 class ExporterConfig(Strict):
-    """The whole file: a list of sources with unique names."""
+    """The whole file: a list of sources with unique names, each validated by its kind's model (`file_model`)."""
 
-    sources: Annotated[list[AnySource], Field(min_length=1)]
+    sources: Annotated[list[SourceConfig], Field(min_length=1)]
 
     @model_validator(mode="after")
     def _unique_names(self) -> ExporterConfig:
@@ -291,6 +204,20 @@ class ExporterConfig(Strict):
                 raise ValueError(f"sources[{index}].name: duplicate source name {source.name!r}; names must be unique")
             seen.add(source.name)
         return self
+
+
+@cache
+def file_model(models: tuple[type[SourceConfig], ...]) -> type[ExporterConfig]:
+    """Returns the model of a config file whose sources are of these kinds, told apart by their `kind` key."""
+    one_of = Annotated[Union[models], Field(discriminator="kind")] if len(models) > 1 else models[0]  # noqa: UP007
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        "ExporterConfig", __base__=ExporterConfig, sources=(Annotated[list[one_of], Field(min_length=1)], ...),
+    )
+
+
+def kind_names(kinds: Mapping[str, Kind[Any]]) -> str:
+    """Returns the kinds' names for a message, as `a, b, c`."""
+    return ", ".join(kinds)
 
 
 def _rrsa(source: SourceConfig) -> tuple[str, str, Path] | None:
@@ -361,7 +288,7 @@ def _location(loc: tuple[Any, ...], data: Any) -> str:
     return path or "(top level)"
 
 
-def _describe(error: dict[str, Any], data: Any) -> str:
+def _describe(error: dict[str, Any], data: Any, kinds: str) -> str:
     """Returns one error as `key.path: what is expected`."""
     where = _location(tuple(error["loc"]), data)
     kind = error["type"]
@@ -370,9 +297,9 @@ def _describe(error: dict[str, Any], data: Any) -> str:
     if kind == "missing":
         return f"{where}: required key is missing"
     if kind == "union_tag_invalid":
-        return f"{where}.kind: unknown kind {error['input'].get('kind')!r}; expected one of: {KIND_NAMES}"
+        return f"{where}.kind: unknown kind {error['input'].get('kind')!r}; expected one of: {kinds}"
     if kind == "union_tag_not_found":
-        return f"{where}.kind: required key is missing; expected one of: {KIND_NAMES}"
+        return f"{where}.kind: required key is missing; expected one of: {kinds}"
     message = str(error["msg"]).removeprefix("Value error, ")
     if re.match(r"^sources\[\d+\][\w.]*: ", message):
         return message  # a model-level check that already names its key
@@ -381,17 +308,18 @@ def _describe(error: dict[str, Any], data: Any) -> str:
     return f"{where}: {message}"
 
 
-def parse_config(data: Any) -> ExporterConfig:
-    """Returns the validated config for already-loaded YAML data, or raises ConfigError."""
+def parse_config(data: Any, kinds: Mapping[str, Kind[Any]]) -> ExporterConfig:
+    """Returns the validated config for already-loaded YAML data whose sources are of `kinds` (the table
+    `exporter.sources.KINDS`), or raises ConfigError."""
     if not isinstance(data, dict):
         raise ConfigError("(top level): expected a mapping with a `sources:` list")
     try:
-        return ExporterConfig.model_validate(data)
+        return file_model(tuple(k.config for k in kinds.values())).model_validate(data)
     except ValidationError as exc:
-        raise ConfigError("; ".join(_describe(e, data) for e in exc.errors())) from None
+        raise ConfigError("; ".join(_describe(e, data, kind_names(kinds)) for e in exc.errors())) from None
 
 
-def load_config(path: Path) -> ExporterConfig:
+def load_config(path: Path, kinds: Mapping[str, Kind[Any]]) -> ExporterConfig:
     """Returns the validated config read from a YAML file, or raises ConfigError."""
     try:
         data = yaml.safe_load(path.read_text())
@@ -401,7 +329,7 @@ def load_config(path: Path) -> ExporterConfig:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"--config.file: {path} is not valid YAML{where}") from None
-    return parse_config(data)
+    return parse_config(data, kinds)
 
 
 def check_credentials(config: ExporterConfig) -> None:

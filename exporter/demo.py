@@ -14,6 +14,7 @@ from exporter.simulator import Simulator
 from exporter.simulator import dataarts_factory as dataarts_sim
 from exporter.simulator import emr_serverless_spark as emr_sim
 from exporter.simulator.run import serve as serve_simulator
+from exporter.sources import KINDS
 from exporter.webconfig import WebConfig
 
 log = structlog.get_logger("exporter.demo")
@@ -38,7 +39,7 @@ async def run_demo(listen: str, telemetry_path: str, web: WebConfig | None = Non
     add_secret_source(lambda: [secret])
     simulator = await serve_simulator(Simulator({key_id: secret}, seed=secrets.randbits(32)))
     log.info("demo simulator started", url=simulator.url, faults=f"{simulator.url}/-/sim/faults")
-    config = parse_config({"sources": demo_sources(simulator.url)})
+    config = parse_config({"sources": demo_sources(simulator.url)}, KINDS)
     exporter = build(config, credentials=lambda cfg: (lambda: static(key_id, secret)))
     notes = (f"Demo mode: polling the built-in simulator at {simulator.url} (fault switches: POST "
              f"{simulator.url}/-/sim/faults, see docs/simulator.md).",)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,10 +16,11 @@ import structlog
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from exporter.contract import Api, PollError
+from exporter.exposition.renderer import Renderer
 from exporter.heap import return_free_memory
 from exporter.logs import redact
-from exporter.metrics import Exposition, Renderer
-from exporter.sources.base import Api, PollError
+from exporter.publication import Publication
 from exporter.store import Key, Store
 
 log = structlog.get_logger("exporter.poller")
@@ -49,19 +50,20 @@ class Target:
 
 
 class Poller:
-    """Runs polls, records their outcome in the store, and publishes a new exposition after each."""
+    """Runs the targets' polls, records their outcome in the store, and publishes a new exposition after each."""
 
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, targets: Sequence[Target], clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.targets = tuple(targets)
         self._clock = clock
-        self._renderer = Renderer()
+        self._renderer = Renderer({t.key: t.api for t in targets})
         self._render_lock = asyncio.Lock()
         self._backoff_until: dict[Key, float] = {}
         self._throttled_in_a_row: dict[Key, int] = {}
         self._failing: dict[Key, str] = {}
         self._published_fresh: frozenset[Key] = frozenset()
-        self.polled = 0  # APIs whose first poll the current exposition shows
-        self.exposition: Exposition = self._renderer.render(store.view(clock()))
+        view = store.view(clock())
+        self.published = Publication(self._renderer.render(view), view.states)
 
     async def poll_once(self, target: Target) -> None:
         """Polls one API once, unless it is backing off, and publishes the result."""
@@ -114,10 +116,9 @@ class Poller:
         async with self._render_lock:
             view = self.store.view(self._clock())
             self._published_fresh = self._fresh_keys(view.now)
-            self.exposition = await asyncio.to_thread(self._renderer.render, view)
+            # Ready means /metrics shows every API's first poll: the states published are the exposition's own.
+            self.published = Publication(await asyncio.to_thread(self._renderer.render, view), view.states)
             await asyncio.to_thread(return_free_memory)  # the last exposition's, unless a scrape still sends it
-            # Ready means /metrics shows every API's first poll, so it turns only once that poll is published.
-            self.polled = sum(1 for s in view.states if s.polls)
 
     def _fresh_keys(self, now: float) -> frozenset[Key]:
         return frozenset((s.source, s.api) for s in self.store.states.values() if s.fresh_data(now) is not None)
@@ -128,10 +129,10 @@ class Poller:
             await self.publish()
 
 
-def schedule(poller: Poller, targets: list[Target], scheduler: AsyncIOScheduler) -> None:
+def schedule(poller: Poller, scheduler: AsyncIOScheduler) -> None:
     """Adds one job per target (first run now, never two at once) and the housekeeping job."""
     by_id: dict[str, Key] = {}
-    for target in targets:
+    for target in poller.targets:
         job = scheduler.add_job(
             poller.poll_once, "interval", args=[target], seconds=target.api.interval, max_instances=1,
             coalesce=True, next_run_time=datetime.now().astimezone(), misfire_grace_time=None,

@@ -7,23 +7,23 @@ import gc
 import signal
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import structlog
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from exporter.client import RequestCounter
 from exporter.config import ExporterConfig, SourceConfig, credential_provider
+from exporter.contract import Kind, RequestCounter, Source, SourceInfo
 from exporter.credentials import Credentials
 from exporter.logs import add_secret_source
-from exporter.metrics.context import SourceContext
 from exporter.poller import Poller, Target, schedule
 from exporter.server import App
-from exporter.sources import SOURCES
+from exporter.sources import KINDS
 from exporter.store import Store
 from exporter.webconfig import BasicAuth, WebConfig
 
@@ -37,30 +37,35 @@ class Exporter:
 
     store: Store
     poller: Poller
-    targets: list[Target]
-    sources: list
+    sources: list[Source]
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        """Returns every polled API of every source."""
+        return self.poller.targets
 
 
 def build(
     config: ExporterConfig, credentials: Credentialer | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
+    transport: httpx.AsyncBaseTransport | None = None, kinds: Mapping[str, Kind[Any]] = KINDS,
 ) -> Exporter:
-    """Returns the exporter for a config; `credentials` and `transport` replace the defaults in demo and tests."""
+    """Returns the exporter for a config whose sources are of `kinds`; `credentials` and `transport` replace the
+    defaults in demo and tests."""
     store = Store()
     targets: list[Target] = []
-    sources = []
+    sources: list[Source] = []
     for cfg in config.sources:
         provider = credentials(cfg) if credentials else credential_provider(cfg)
         if not credentials:
             add_secret_source(provider.secrets)
         counter = store.request_counters.setdefault(cfg.name, RequestCounter())
-        source = SOURCES[cfg.kind].from_config(cfg, provider, counter, transport)
+        source = kinds[cfg.kind].open(cfg, provider, counter, transport)
         sources.append(source)
-        ctx = SourceContext(cfg.name, cfg.kind, cfg.region, cfg.per_job_series, cfg.max_job_series, cfg.owner_label)
+        info = SourceInfo.of(cfg)
         for api in source.apis():
-            store.add_api(ctx, api.name, api.interval, cfg.stale_after or 3 * api.interval)
+            store.add_api(info, api.name, cfg.stale_after or 3 * api.interval)
             targets.append(Target(cfg.name, api))
-    return Exporter(store, Poller(store), targets, sources)
+    return Exporter(store, Poller(store, targets), sources)
 
 
 def freeze_startup_heap() -> None:
@@ -89,7 +94,7 @@ async def serve(
     web = web or WebConfig()
     auth = BasicAuth(web.basic_auth_users) if web.basic_auth_users else None
     tls = web.tls_server_config
-    app = App(exporter.poller, telemetry_path, notes, auth)
+    app = App(lambda: exporter.poller.published, telemetry_path, notes, auth)
     server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, lifespan="off", log_level="warning", access_log=False, server_header=False,
         ssl_certfile=str(tls.cert_file) if tls else None, ssl_keyfile=str(tls.key_file) if tls else None,
@@ -97,7 +102,7 @@ async def serve(
         ssl_ca_certs=str(tls.client_ca_file) if tls and tls.client_ca_file else None,
     ))
     scheduler = AsyncIOScheduler()
-    schedule(exporter.poller, exporter.targets, scheduler)
+    schedule(exporter.poller, scheduler)
     stop = stop or asyncio.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter import __version__
-from exporter.metrics.format import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
-from exporter.poller import Poller
+from exporter.exposition.format import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from exporter.publication import Publication
 from exporter.webconfig import BasicAuth
 
 Scope = dict[str, Any]
@@ -56,13 +56,13 @@ UNAUTHORIZED = Reply(401, b"Unauthorized\n", headers=((b"www-authenticate", b'Ba
 
 
 class App:
-    """The exporter's ASGI application."""
+    """The exporter's ASGI application, serving what `published()` returns at each request."""
 
     def __init__(
-        self, poller: Poller, telemetry_path: str = "/metrics", notes: tuple[str, ...] = (),
+        self, published: Callable[[], Publication], telemetry_path: str = "/metrics", notes: tuple[str, ...] = (),
         auth: BasicAuth | None = None,
     ) -> None:
-        self._poller = poller
+        self._published = published
         self._path = telemetry_path
         self._notes = notes
         self._auth = auth
@@ -116,17 +116,18 @@ class App:
         if path == "/-/healthy":
             return Reply(200, b"Healthy\n")
         if path == "/-/ready":
-            done, total = self._poller.polled, len(self._poller.store.states)
-            if done == total:
+            published = self._published()
+            if published.ready:
                 return Reply(200, b"Ready\n")
-            return Reply(503, f"Not ready: {done} of {total} APIs have finished a poll\n".encode())
+            return Reply(503, f"Not ready: {published.polled} of {len(published.states)} APIs have finished a poll\n"
+                         .encode())
         if path == "/":
             return Reply(200, self.landing_page().encode(), "text/html; charset=utf-8")
         return Reply(404, b"Not Found\n")
 
     def metrics(self, accept: str, accept_encoding: str) -> Reply:
         """Returns the current exposition in the negotiated format and encoding."""
-        exposition = self._poller.exposition
+        exposition = self._published().exposition
         if "application/openmetrics-text" in accept:
             body, gz, content_type = exposition.om_chunks, exposition.om_gz_chunks, OPENMETRICS_CONTENT_TYPE
         else:
@@ -140,7 +141,7 @@ class App:
         """Returns the landing page: each source and API with its last poll, and a link to the metrics."""
         now = time.time()
         rows = []
-        for s in self._poller.store.states.values():
+        for s in self._published().states:
             if not s.polls:
                 status, when = "pending", "never"
             else:

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
-from exporter.client import RequestCounter
-from exporter.metrics.context import SourceContext
-from exporter.sources.base import Fetched
+from exporter.contract import Fetched, RequestCounter, SourceInfo
 from exporter.tally import FrozenTally, Tally
 
 POLL_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -26,7 +25,6 @@ class ApiState:
     source: str
     kind: str
     api: str
-    interval: float
     stale_after: float
     polls: int = 0
     up: bool = False
@@ -35,9 +33,9 @@ class ApiState:
     last_reason: str | None = None
     last_error: str | None = None
     last_success: float | None = None
-    data: Fetched | None = None
+    data: Fetched[Any] | None = None
 
-    def fresh_data(self, now: float) -> Fetched | None:
+    def fresh_data(self, now: float) -> Fetched[Any] | None:
         """Returns the last good data unless it is older than `stale_after`."""
         if self.data is None or self.last_success is None or now - self.last_success > self.stale_after:
             return None
@@ -50,7 +48,7 @@ class View:
 
     now: float
     states: tuple[ApiState, ...]
-    contexts: Mapping[str, SourceContext]
+    sources: Mapping[str, SourceInfo]
     poll_errors: Mapping[tuple[str, str, str], int]
     polls_skipped: Mapping[tuple[str, str, str], int]
     records_skipped: Mapping[tuple[str, str, str], int]
@@ -63,19 +61,19 @@ class Store:
 
     def __init__(self) -> None:
         self.states: dict[Key, ApiState] = {}
-        self.contexts: dict[str, SourceContext] = {}
+        self.sources: dict[str, SourceInfo] = {}
         self.request_counters: dict[str, RequestCounter] = {}
         self.poll_errors: Counter[tuple[str, str, str]] = Counter()
         self.polls_skipped: Counter[tuple[str, str, str]] = Counter()
         self.records_skipped: Counter[tuple[str, str, str]] = Counter()
         self.durations = Tally({"poll_duration": POLL_DURATION_BUCKETS})
 
-    def add_api(self, ctx: SourceContext, api: str, interval: float, stale_after: float) -> None:
+    def add_api(self, info: SourceInfo, api: str, stale_after: float) -> None:
         """Registers an API before its first poll."""
-        self.contexts[ctx.source] = ctx
-        self.states[(ctx.source, api)] = ApiState(ctx.source, ctx.kind, api, interval, stale_after)
+        self.sources[info.source] = info
+        self.states[(info.source, api)] = ApiState(info.source, info.kind, api, stale_after)
 
-    def record_success(self, key: Key, fetched: Fetched, end: float, duration: float) -> None:
+    def record_success(self, key: Key, fetched: Fetched[Any], end: float, duration: float) -> None:
         """Stores a successful poll's data and health."""
         state = self.states[key]
         self.states[key] = replace(
@@ -110,7 +108,7 @@ class Store:
         return View(
             now=now,
             states=tuple(self.states.values()),
-            contexts=dict(self.contexts),
+            sources=dict(self.sources),
             poll_errors=dict(self.poll_errors),
             polls_skipped=dict(self.polls_skipped),
             records_skipped=dict(self.records_skipped),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,8 +14,13 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import parse_config
+from exporter.contract import Api, RequestCounter, SourceInfo
 from exporter.credentials import static
+from exporter.exposition.context import RenderContext
+from exporter.exposition.renderer import Renderer
 from exporter.runtime import Exporter, build, serve
+from exporter.sources import KINDS
+from exporter.store import Store
 from exporter.webconfig import WebConfig
 
 KEY_ID, SECRET = "LTAI5tTestKeyId0000", "test-secret-value-0123456789"
@@ -35,12 +40,8 @@ ACS_FAULTS: list[tuple[str, dict[str, Any], str]] = [
 
 
 def signing_vectors_dir() -> Path:
-    """Returns shared/api-docs/signing-vectors, which lives beside the repository checkout."""
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / "api-docs" / "signing-vectors"
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("shared/api-docs/signing-vectors not found beside the repository")
+    """Returns the vendors' signing vectors (tests/fixtures/signing-vectors, copied from the shared API documents)."""
+    return Path(__file__).resolve().parent / "fixtures" / "signing-vectors"
 
 
 @dataclass
@@ -76,10 +77,34 @@ async def running_exporter(
         await task
 
 
+def source_apis(kind: str = "maxcompute", **settings: Any) -> dict[str, Api[Any]]:
+    """Returns the APIs of a real source of `kind`, never polled (its transport refuses every request), by name:
+    what a Renderer needs of them is their `render` and `jobs`."""
+    cfg = parse_config({"sources": [{"name": "x", "kind": kind, "region": "cn-hangzhou", **settings}]}, KINDS)
+    refuse = httpx.MockTransport(lambda request: httpx.Response(599))
+    source = KINDS[kind].open(cfg.sources[0], lambda: static(KEY_ID, SECRET), RequestCounter(), refuse)
+    return {api.name: api for api in source.apis()}
+
+
+def render_context(source: str, kind: str, region: str, budget: int | None = None, **settings: Any) -> RenderContext:
+    """Returns what a kind's `render` is given for a source with these settings (SourceInfo's), its share of the
+    per-job cap `budget` (default: the whole `max_job_series`)."""
+    info = SourceInfo(source, kind, region, **settings)
+    return RenderContext(info, info.max_job_series if budget is None else budget)
+
+
+def rendering(apis: Mapping[str, Api[Any]], info: SourceInfo, stale_after: float = 90.0) -> tuple[Store, Renderer]:
+    """Returns a store with `apis` registered for the source `info` describes, and a Renderer of them."""
+    store = Store()
+    for name in apis:
+        store.add_api(info, name, stale_after)
+    return store, Renderer({(info.source, name): api for name, api in apis.items()})
+
+
 def maxcompute_exporter(endpoint: str, secret: str = SECRET, **overrides: Any) -> Exporter:
     """Returns an exporter with one MaxCompute source named `mc` against `endpoint`."""
     config = parse_config({"sources": [{"name": "mc", "kind": "maxcompute", "region": "cn-hangzhou",
-                                        "endpoint": endpoint, **overrides}]})
+                                        "endpoint": endpoint, **overrides}]}, KINDS)
     return build(config, credentials=lambda cfg: (lambda: static(KEY_ID, secret)))
 
 

@@ -8,9 +8,11 @@ import pytest
 import yaml
 
 from exporter.cli import main
-from exporter.config import KIND_NAMES, ConfigError, check_credentials, load_config, parse_config
+from exporter.config import ConfigError, check_credentials, load_config, parse_config
+from exporter.sources import KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
+KIND_NAMES = ", ".join(KINDS)
 MC = {"name": "mc", "kind": "maxcompute", "region": "cn-hangzhou"}
 
 
@@ -19,7 +21,7 @@ def one(**overrides: object) -> dict:
 
 
 def test_example_config_loads_with_its_settings() -> None:
-    config = load_config(ROOT / "examples" / "config.yaml")
+    config = load_config(ROOT / "examples" / "config.yaml", KINDS)
     first, second, spark, dataarts = config.sources
     assert (spark.kind, spark.workspaces, spark.lookback) == ("emr_serverless_spark", ["w-d2d82aa09155abcd"], 3600)
     assert (dataarts.kind, dataarts.workspaces, dataarts.job_types) == ("dataarts_factory", [], ["BATCH", "REAL_TIME"])
@@ -29,7 +31,7 @@ def test_example_config_loads_with_its_settings() -> None:
 
 
 def test_defaults() -> None:
-    source = parse_config(one()).sources[0]
+    source = parse_config(one(), KINDS).sources[0]
     assert (source.interval, source.snapshot_interval, source.max_concurrency) == (30, 60, 4)
     assert (source.per_job_series, source.max_job_series, source.stale_after) == (True, 5000, None)
     assert source.default_endpoint() == "https://maxcompute.cn-hangzhou.aliyuncs.com"
@@ -38,17 +40,17 @@ def test_defaults() -> None:
 def test_each_api_goes_stale_after_three_of_its_own_intervals() -> None:
     from exporter.runtime import build
 
-    config = parse_config(one(interval="20s", snapshot_interval="1m", job_info_interval="10s"))
+    config = parse_config(one(interval="20s", snapshot_interval="1m", job_info_interval="10s"), KINDS)
     exporter = build(config, credentials=lambda cfg: (lambda: None))
     stale = {api: state.stale_after for (_, api), state in exporter.store.states.items()}
     assert stale == {"GetRunningJobs": 60, "ListJobSnapshotInfos": 180, "GetJobInfo": 30}
-    pinned = build(parse_config(one(stale_after="5m")), credentials=lambda cfg: (lambda: None))
+    pinned = build(parse_config(one(stale_after="5m"), KINDS), credentials=lambda cfg: (lambda: None))
     assert {s.stale_after for s in pinned.store.states.values()} == {300}
 
 
 @pytest.mark.parametrize(("value", "seconds"), [("30s", 30), ("5m", 300), ("1h", 3600), ("500ms", 0.5), (45, 45)])
 def test_durations(value: object, seconds: float) -> None:
-    assert parse_config(one(interval=value)).sources[0].interval == seconds
+    assert parse_config(one(interval=value), KINDS).sources[0].interval == seconds
 
 
 BAD = [
@@ -83,7 +85,7 @@ BAD = [
 @pytest.mark.parametrize(("data", "message"), BAD, ids=[m.split(":")[0] + "-" + str(i) for i, (_, m) in enumerate(BAD)])
 def test_bad_config_message(data: object, message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_config(data)
+        parse_config(data, KINDS)
     assert str(info.value) == message
 
 
@@ -91,7 +93,7 @@ def test_missing_credentials_name_the_variable(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("ALIBABA_CLOUD_ACCESS_KEY_ID", raising=False)
     monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "s3cr3t-value")
     with pytest.raises(ConfigError) as info:
-        check_credentials(parse_config(one()))
+        check_credentials(parse_config(one(), KINDS))
     assert str(info.value) == (
         "sources[0].credentials: credential not set: environment variable ALIBABA_CLOUD_ACCESS_KEY_ID is empty or "
         "missing; set it, or name other variables or files under credentials"
@@ -104,7 +106,7 @@ def test_credentials_from_files_are_reread_when_they_change(tmp_path: Path) -> N
     (tmp_path / "id").write_text("AKID1\n")
     (tmp_path / "secret").write_text("first")
     source = parse_config(one(credentials={"access_key_id_file": str(tmp_path / "id"),
-                                           "access_key_secret_file": str(tmp_path / "secret")})).sources[0]
+                                           "access_key_secret_file": str(tmp_path / "secret")}), KINDS).sources[0]
     provider = credential_provider(source)
     assert (provider().key_id, provider().secret) == ("AKID1", "first")
     import os
@@ -133,11 +135,11 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("sources:\n  - name: [unclosed\n")
     with pytest.raises(ConfigError, match=r"is not valid YAML at line \d+, column \d+"):
-        load_config(path)
+        load_config(path, KINDS)
 
 
 def test_a_job_info_interval_of_a_disabled_api_does_not_bind_stale_after() -> None:
-    source = parse_config(one(finished_jobs=False, job_info_interval="10m", stale_after="5m")).sources[0]
+    source = parse_config(one(finished_jobs=False, job_info_interval="10m", stale_after="5m"), KINDS).sources[0]
     assert source.stale_after == 300
 
 
@@ -146,7 +148,7 @@ def test_sts_settings_without_rrsa_are_an_error_not_ignored(monkeypatch: pytest.
     from exporter.credentials import CredentialError
 
     monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "id")
-    source = parse_config(one(credentials={"session_duration": "2h"})).sources[0]
+    source = parse_config(one(credentials={"session_duration": "2h"}), KINDS).sources[0]
     with pytest.raises(CredentialError, match="session_duration only apply to RRSA"):
         credential_provider(source)
 
@@ -162,4 +164,4 @@ def test_a_bad_session_name_from_the_environment_stops_start_up(tmp_path: Path,
                         ("ALIBABA_CLOUD_ROLE_SESSION_NAME", "has spaces!")):
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match="ALIBABA_CLOUD_ROLE_SESSION_NAME: expected 2 to 64"):
-        check_credentials(parse_config(one()))
+        check_credentials(parse_config(one(), KINDS))

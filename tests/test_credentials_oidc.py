@@ -18,6 +18,7 @@ from exporter.runtime import build
 from exporter.simulator import Simulator, WorkloadParams
 from exporter.simulator.run import run_in_thread
 from exporter.simulator.sts import PROVIDER_ARN, ROLE_ARN
+from exporter.sources import KINDS
 from tests.helpers import eventually, running_exporter, scrape
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.rrsa-token-one.c2lnbmF0dXJl"
@@ -48,7 +49,7 @@ def rrsa_config(endpoint: str, token_file: Path, **credentials: Any) -> Any:
         "snapshot_interval": "1h", "timeout": "2s",
         "credentials": {"oidc_role_arn": ROLE_ARN, "oidc_provider_arn": PROVIDER_ARN,
                         "oidc_token_file": str(token_file), "sts_endpoint": endpoint, **credentials},
-    }]})
+    }]}, KINDS)
 
 
 def up(metrics: dict) -> float:
@@ -113,7 +114,7 @@ async def test_credentials_are_refreshed_before_expiry_with_the_rotated_token(si
     clock.offset += 100  # not yet due again
     await exporter.poller.poll_once(target)
     assert provider.exchanges == 2
-    text = exporter.poller.exposition.text.decode()
+    text = exporter.poller.published.exposition.text.decode()
     assert 'poll_errors_total{source="mc"' not in text
     assert sim.sim.stats.to_dict()[RUNNING]["status"] == {"200": 4}
 
@@ -129,7 +130,7 @@ async def test_a_hanging_sts_does_not_fail_polls_while_the_cached_credentials_ar
     clock.offset = 0.8 * 900 + 1  # a refresh is due, the credentials still have minutes left
     await exporter.poller.poll_once(target)
     await exporter.poller.poll_once(target)
-    text = exporter.poller.exposition.text.decode()
+    text = exporter.poller.published.exposition.text.decode()
     assert 'cloud_job_exporter_source_up{source="mc",kind="maxcompute",api="GetRunningJobs"} 1' in text
     assert 'poll_errors_total{source="mc"' not in text
     assert provider.exchanges == 1
@@ -156,7 +157,7 @@ async def test_a_rejected_token_is_an_auth_failure_without_secrets(sim, token_fi
     async with running_exporter(exporter) as url:
         with structlog.testing.capture_logs() as logs:
             await exporter.poller.poll_once(running_target(exporter))
-        text = exporter.poller.exposition.text.decode()
+        text = exporter.poller.published.exposition.text.decode()
         assert 'poll_errors_total{source="mc",api="GetRunningJobs",reason="auth"} 1' in text
         failures = [e for e in logs if e["event"] == "poll failed"]
         assert failures and all(f["reason"] == "auth" for f in failures)
@@ -187,7 +188,8 @@ def test_mixing_rrsa_and_access_keys_is_a_config_error(tmp_path: Path) -> None:
         rrsa_config("http://127.0.0.1:1", tmp_path / "t", access_key_id_env="MY_AK")
     with pytest.raises(ConfigError, match=r"credentials\.oidc_token_file: required with oidc_role_arn"):
         parse_config({"sources": [{"name": "mc", "kind": "maxcompute", "region": "cn-hangzhou",
-                                   "credentials": {"oidc_role_arn": ROLE_ARN, "oidc_provider_arn": PROVIDER_ARN}}]})
+                                   "credentials": {"oidc_role_arn": ROLE_ARN, "oidc_provider_arn": PROVIDER_ARN}}]},
+                     KINDS)
     with pytest.raises(ConfigError, match=r"credentials\.session_duration"):
         rrsa_config("http://127.0.0.1:1", tmp_path / "t", session_duration="5m")
 
@@ -201,7 +203,8 @@ def test_check_reads_the_token_file_without_calling_sts(tmp_path: Path) -> None:
 
 
 def base_source(**extra: Any) -> Any:
-    return parse_config({"sources": [{"name": "mc", "kind": "maxcompute", "region": "cn-beijing", **extra}]}).sources[0]
+    source = {"name": "mc", "kind": "maxcompute", "region": "cn-beijing", **extra}
+    return parse_config({"sources": [source]}, KINDS).sources[0]
 
 
 def test_the_vendor_rrsa_variables_are_used_when_no_access_key_is_set(
@@ -226,7 +229,7 @@ def test_the_vendor_rrsa_variables_are_used_when_no_access_key_is_set(
     # Huawei sources never pick the Alibaba Cloud variables up.
     monkeypatch.delenv("ALIBABA_CLOUD_ACCESS_KEY_ID")
     huawei = parse_config({"sources": [{"name": "d", "kind": "dataarts_factory", "region": "cn-north-4",
-                                        "project_id": "p1"}]}).sources[0]
+                                        "project_id": "p1"}]}, KINDS).sources[0]
     assert not isinstance(credential_provider(huawei), OidcCredentialProvider)
 
 

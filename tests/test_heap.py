@@ -41,7 +41,7 @@ def test_untracking_leaves_objects_the_collector_does_not_track_alone() -> None:
     """Records are untracked as pages are parsed; anything else that reaches it (a string, an exact tuple the
     collector already let go of) must be left as it is: untracking an object the collector never tracked would
     corrupt memory."""
-    from exporter.model import RunningJob
+    from exporter.sources.maxcompute.records import RunningJob
 
     job = RunningJob("j1", "p", "q", "o", 0.5, None, 0.1, 1, 2)
     others = ["x" * n for n in range(1, 2000)] + [(1, "a")] * 10 + [3.5, None]

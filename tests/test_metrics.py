@@ -9,11 +9,14 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from exporter.metrics import Renderer
-from exporter.metrics.context import SourceContext
-from exporter.model import JobSnapshot, RunningJob, RunningJobs, SnapshotJob
-from exporter.sources.base import Fetched
+from exporter.contract import Fetched, SourceInfo
+from exporter.exposition.context import RenderContext
+from exporter.sources.maxcompute.records import JobSnapshot, RunningJob, RunningJobs, SnapshotJob
 from exporter.store import Store
+from tests.helpers import rendering, source_apis
+
+MC_APIS = source_apis("maxcompute")
+INFO = SourceInfo("mc", "maxcompute", "cn-hangzhou")
 
 
 def running(i: int, quota: str = "q1", project: str = "p1", owner: str = "ALIYUN$alice@example.com") -> RunningJob:
@@ -30,12 +33,11 @@ def snap(i: int, quota: str = "q1", waiting: float = 30.0) -> SnapshotJob:
 
 def render(results: dict[str, object], now: float = 100.0, **ctx: object) -> dict[str, dict]:
     """Returns {metric name: {frozenset(labels): value}} of the text exposition."""
-    store = Store()
-    context = SourceContext("mc", "maxcompute", "cn-hangzhou", **ctx)  # type: ignore[arg-type]
+    store, renderer = rendering({api: MC_APIS[api] for api in results}, SourceInfo("mc", "maxcompute", "cn-hangzhou",
+                                **ctx))  # type: ignore[arg-type]
     for api, result in results.items():
-        store.add_api(context, api, 30, 90)
         store.record_success(("mc", api), Fetched(result, 1, 0), end=now, duration=0.1)
-    text = Renderer().render(store.view(now)).text.decode()
+    text = renderer.render(store.view(now)).text.decode()
     out: dict[str, dict] = {}
     for family in parse_text(text):
         for s in family.samples:
@@ -69,8 +71,7 @@ def test_per_job_values_follow_each_poll_through_the_reused_texts() -> None:
     """A source's renders reuse label prefixes from the last render and share the text of equal floats: every
     sample must still carry its own poll's value, including values that moved to another job, changed type, or
     went missing."""
-    store, ctx, renderer = Store(), SourceContext("mc", "maxcompute", "cn-hangzhou"), Renderer()
-    store.add_api(ctx, "GetRunningJobs", 30, 90)
+    store, renderer = rendering({"GetRunningJobs": MC_APIS["GetRunningJobs"]}, INFO)
     polls = [
         [0.25, 0.5, 1 / 3, 0.5, None],
         [0.5, 0.25, 0.75, None, 1],  # values swapped between jobs, a new one, a job without, an int
@@ -87,7 +88,7 @@ def test_per_job_values_follow_each_poll_through_the_reused_texts() -> None:
 
 def test_a_zero_is_written_as_zero_whatever_its_sign() -> None:
     """Float texts are shared by value, and 0.0 == -0.0: the text must not depend on which came first."""
-    from exporter.metrics.format import number_texts
+    from exporter.exposition.format import number_texts
 
     assert number_texts([-0.0, 0.0, 0.5, -0.0]) == [b"0.0", b"0.0", b"0.5", b"0.0"]
     assert number_texts([0.25, 1, 0.25]) == [b"0.25", b"1", b"0.25"]
@@ -133,12 +134,9 @@ def test_snapshot_sums_and_gauge_histograms() -> None:
 
 
 def test_stale_data_leaves_but_health_stays() -> None:
-    store = Store()
-    ctx = SourceContext("mc", "maxcompute", "cn-hangzhou")
-    store.add_api(ctx, "GetRunningJobs", 30, 90)
+    store, renderer = rendering({"GetRunningJobs": MC_APIS["GetRunningJobs"]}, INFO)
     store.record_success(("mc", "GetRunningJobs"), Fetched(RunningJobs((running(1),)), 1, 1), end=100, duration=0.1)
     store.record_failure(("mc", "GetRunningJobs"), "server", "HTTP 500", end=130, duration=0.1)
-    renderer = Renderer()
     fresh = renderer.render(store.view(150)).text.decode()
     assert "maxcompute_running_jobs{" in fresh
     assert 'cloud_job_exporter_source_up{source="mc",kind="maxcompute",api="GetRunningJobs"} 0' in fresh
@@ -154,11 +152,9 @@ def test_label_values_are_escaped() -> None:
 
 
 def test_openmetrics_form_parses_with_gauge_histograms_and_eof() -> None:
-    store = Store()
-    ctx = SourceContext("mc", "maxcompute", "cn-hangzhou")
-    store.add_api(ctx, "ListJobSnapshotInfos", 60, 180)
+    store, renderer = rendering({"ListJobSnapshotInfos": MC_APIS["ListJobSnapshotInfos"]}, INFO, 180)
     store.record_success(("mc", "ListJobSnapshotInfos"), Fetched(JobSnapshot((snap(1),), 1.0), 1, 1), 10, 0.1)
-    om, _ = Renderer().render(store.view(10)).openmetrics()
+    om, _ = renderer.render(store.view(10)).openmetrics()
     families = {f.name: f for f in parse_openmetrics(om.decode())}
     assert families["maxcompute_snapshot_job_waiting_seconds"].type == "gaugehistogram"
     assert families["cloud_job_exporter_poll_duration_seconds"].type == "histogram"
@@ -167,57 +163,54 @@ def test_openmetrics_form_parses_with_gauge_histograms_and_eof() -> None:
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (CI installs prometheus)")
 def test_promtool_accepts_the_exposition() -> None:
-    store = Store()
-    ctx = SourceContext("mc", "maxcompute", "cn-hangzhou")
+    store, renderer = rendering(MC_APIS, INFO)
     for api, result in (("GetRunningJobs", RunningJobs(tuple(running(i) for i in range(5)))),
                         ("ListJobSnapshotInfos", JobSnapshot(tuple(snap(i) for i in range(5)), 5.0))):
-        store.add_api(ctx, api, 30, 90)
         store.record_success(("mc", api), Fetched(result, 1, 5), 10, 0.1)
     store.record_failure(("mc", "GetRunningJobs"), "timeout", "slow", 20, 10.0)
-    text = Renderer().render(store.view(20)).text
+    text = renderer.render(store.view(20)).text
     result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, check=False)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
 
 
 def test_stale_counters_stay_while_stale_gauges_go() -> None:
-    from exporter.model import FinishedJobs
+    from exporter.sources.maxcompute.records import FinishedJobs
     from exporter.tally import Tally
 
     tally = Tally({"wait_seconds": (10.0,), "run_seconds": (10.0,)})
     tally.add("finished", ("p1", "q1", "SQL", "terminated"))
     tally.observe("run_seconds", ("p1", "q1", "SQL"), 5)
-    store = Store()
-    ctx = SourceContext("mc", "maxcompute", "cn-hangzhou")
-    store.add_api(ctx, "GetJobInfo", 30, 90)
-    store.add_api(ctx, "GetRunningJobs", 30, 90)
+    store, renderer = rendering({name: MC_APIS[name] for name in ("GetJobInfo", "GetRunningJobs")}, INFO)
     store.record_success(("mc", "GetJobInfo"), Fetched(FinishedJobs(tally.freeze()), 1, 1), end=100, duration=0.1)
     store.record_success(("mc", "GetRunningJobs"), Fetched(RunningJobs((running(1),)), 1, 1), end=100, duration=0.1)
-    stale = Renderer().render(store.view(500)).text.decode()
+    stale = renderer.render(store.view(500)).text.decode()
     assert 'maxcompute_jobs_finished_total{source="mc"' in stale
     assert "maxcompute_job_run_duration_seconds_count{" in stale
     assert "maxcompute_running_jobs{" not in stale
 
 
 async def test_housekeeping_drops_stale_series_without_a_new_poll() -> None:
+    from dataclasses import replace
+
     from exporter.poller import Poller, Target
-    from exporter.sources.base import Api
 
     now = [1000.0]
     store = Store()
-    store.add_api(SourceContext("mc", "maxcompute", "cn-hangzhou"), "GetRunningJobs", 30, 90)
+    store.add_api(INFO, "GetRunningJobs", 90)
 
-    async def fetch() -> Fetched:
+    async def fetch() -> Fetched[RunningJobs]:
         return Fetched(RunningJobs((running(1),)), 1, 1)
 
-    poller = Poller(store, clock=lambda: now[0])
-    await poller.poll_once(Target("mc", Api("GetRunningJobs", 30, fetch)))
-    assert b"maxcompute_running_jobs{" in poller.exposition.text
+    target = Target("mc", replace(MC_APIS["GetRunningJobs"], fetch=fetch))
+    poller = Poller(store, [target], clock=lambda: now[0])
+    await poller.poll_once(target)
+    assert b"maxcompute_running_jobs{" in poller.published.exposition.text
     now[0] += 60
     await poller.housekeeping()
-    assert b"maxcompute_running_jobs{" in poller.exposition.text
+    assert b"maxcompute_running_jobs{" in poller.published.exposition.text
     now[0] += 31  # 91 s after the last good poll: past stale_after
     await poller.housekeeping()
-    assert b"maxcompute_running_jobs{" not in poller.exposition.text
+    assert b"maxcompute_running_jobs{" not in poller.published.exposition.text
 
 
 def test_owner_hash_is_the_first_16_hex_digits_of_sha256() -> None:
@@ -230,22 +223,23 @@ def test_owner_hash_is_the_first_16_hex_digits_of_sha256() -> None:
 
 async def test_a_poll_that_never_ends_is_abandoned_as_a_timeout(monkeypatch) -> None:
     import asyncio
+    from dataclasses import replace
 
     from exporter import poller as poller_module
     from exporter.poller import Poller, Target
-    from exporter.sources.base import Api
 
     monkeypatch.setattr(poller_module, "poll_time_limit", lambda interval, stale_after: 0.2)
     store = Store()
-    store.add_api(SourceContext("mc", "maxcompute", "cn-hangzhou"), "GetRunningJobs", 30, 90)
+    store.add_api(INFO, "GetRunningJobs", 90)
 
-    async def hangs() -> Fetched:
+    async def hangs() -> Fetched[RunningJobs]:
         await asyncio.sleep(3600)
         raise AssertionError("unreachable")
 
-    poller = Poller(store)
-    await asyncio.wait_for(poller.poll_once(Target("mc", Api("GetRunningJobs", 30, hangs))), timeout=5)
-    text = poller.exposition.text.decode()
+    target = Target("mc", replace(MC_APIS["GetRunningJobs"], fetch=hangs))
+    poller = Poller(store, [target])
+    await asyncio.wait_for(poller.poll_once(target), timeout=5)
+    text = poller.published.exposition.text.decode()
     assert 'cloud_job_exporter_poll_errors_total{source="mc",api="GetRunningJobs",reason="timeout"} 1' in text
     assert 'cloud_job_exporter_source_up{source="mc",kind="maxcompute",api="GetRunningJobs"} 0' in text
 
@@ -254,8 +248,8 @@ async def test_a_poll_that_never_ends_is_abandoned_as_a_timeout(monkeypatch) -> 
 
 
 def test_counts_become_buckets_one_way_with_the_same_bytes() -> None:
-    from exporter.metrics.format import Buckets, frozen_histogram, histogram
-    from exporter.metrics.selfmetrics import self_families
+    from exporter.exposition.format import Buckets, frozen_histogram, histogram
+    from exporter.exposition.selfmetrics import self_families
     from exporter.store import POLL_DURATION_BUCKETS
     from exporter.tally import Tally
 
@@ -274,7 +268,7 @@ def test_counts_become_buckets_one_way_with_the_same_bytes() -> None:
     assert frozen_histogram("h", "help", [('a="x"', frozen)]) == histogram("h", "help", [('a="x"', observed)])
 
     store = Store()
-    store.add_api(SourceContext("mc", "maxcompute", "cn-hangzhou"), "GetRunningJobs", 30, 90)
+    store.add_api(INFO, "GetRunningJobs", 90)
     durations = (0.05, 0.1, 1.0, 7.0, 1000.0)
     direct = Buckets.of(POLL_DURATION_BUCKETS, durations)
     for d in durations:
@@ -288,7 +282,7 @@ def test_counts_become_buckets_one_way_with_the_same_bytes() -> None:
 def test_a_value_equal_to_a_bound_is_counted_in_that_bounds_bucket(value: float) -> None:
     """Prometheus' `le` is inclusive: an observation equal to a bound belongs to that bound's bucket (and not to the
     one below), whether it was counted by Buckets or by a Tally, int or float."""
-    from exporter.metrics.format import Buckets, assemble, frozen_histogram, histogram
+    from exporter.exposition.format import Buckets, assemble, frozen_histogram, histogram
     from exporter.tally import Tally
 
     bounds = (0.1, 1, 2.5, 10)
@@ -319,11 +313,9 @@ def test_stitched_gzip_is_the_exposition_after_segments_are_reused() -> None:
     must still decompress, CRC and length checked, to exactly their plain bodies."""
     import gzip
 
-    from exporter.metrics import OWN_SEGMENT
+    from exporter.exposition.renderer import OWN_SEGMENT
 
-    store, ctx, renderer = Store(), SourceContext("mc", "maxcompute", "cn-hangzhou"), Renderer()
-    store.add_api(ctx, "GetRunningJobs", 30, 90)
-    store.add_api(ctx, "ListJobSnapshotInfos", 30, 90)
+    store, renderer = rendering(MC_APIS, INFO)
     store.record_success(("mc", "ListJobSnapshotInfos"), Fetched(JobSnapshot(tuple(snap(i) for i in range(400)), 1.0),
                                                                  1, 0), end=100.0, duration=0.1)
     deflated: list[set[int]] = []
@@ -340,19 +332,19 @@ def test_stitched_gzip_is_the_exposition_after_segments_are_reused() -> None:
     assert deflated[0] & deflated[1] & deflated[2], "the unchanged snapshot families' segments were reused"
 
 
-async def test_a_publish_cancelled_mid_render_keeps_the_next_render_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_publish_cancelled_mid_render_keeps_the_next_render_waiting() -> None:
     """A render's thread cannot be stopped: a publish cancelled while it runs must not let a second render start
     beside it on the same caches."""
     import asyncio
     import threading
+    from dataclasses import replace
 
-    import exporter.metrics as metrics
-    from exporter.poller import Poller
+    from exporter.poller import Poller, Target
 
     entered, release, inside = threading.Event(), threading.Event(), [0, 0]  # now, most at once
-    real = metrics.RENDERERS[RunningJobs]
+    real = MC_APIS["GetRunningJobs"].render
 
-    def slow(ctx: SourceContext, result: RunningJobs):
+    def slow(ctx: RenderContext, result: RunningJobs):
         inside[0] += 1
         inside[1] = max(inside)
         entered.set()
@@ -360,10 +352,9 @@ async def test_a_publish_cancelled_mid_render_keeps_the_next_render_waiting(monk
         inside[0] -= 1
         return real(ctx, result)
 
-    monkeypatch.setitem(metrics.RENDERERS, RunningJobs, slow)
     store, key = Store(), ("mc", "GetRunningJobs")
-    store.add_api(SourceContext("mc", "maxcompute", "cn-hangzhou"), "GetRunningJobs", 30, 90)
-    poller = Poller(store, clock=lambda: 100.0)
+    store.add_api(INFO, "GetRunningJobs", 90)
+    poller = Poller(store, [Target("mc", replace(MC_APIS["GetRunningJobs"], render=slow))], clock=lambda: 100.0)
     store.record_success(key, Fetched(RunningJobs((running(1),)), 1, 1), end=100.0, duration=0.1)
     first = asyncio.create_task(poller.publish())
     assert await asyncio.to_thread(entered.wait, 10)
@@ -376,4 +367,4 @@ async def test_a_publish_cancelled_mid_render_keeps_the_next_render_waiting(monk
     release.set()
     await second
     assert inside[1] == 1
-    assert 'instance_id="job2"' in poller.exposition.text.decode()
+    assert 'instance_id="job2"' in poller.published.exposition.text.decode()

@@ -52,18 +52,19 @@ def test_env_credentials_are_trimmed_and_control_characters_refused(monkeypatch:
 
 
 async def test_a_poll_error_echoing_a_secret_is_scrubbed_before_the_landing_page(registered_secret) -> None:
-    from exporter.metrics.context import SourceContext
+    from exporter.contract import Api, PollError, SourceInfo
     from exporter.poller import Poller, Target
     from exporter.server import App
-    from exporter.sources.base import Api, PollError
+    from exporter.sources.maxcompute.render import running_families
     from exporter.store import Store
 
     async def echoing() -> None:
         raise PollError("client", f"HTTP 400 InvalidParameter: token {SECRET} is malformed")
 
     store = Store()
-    store.add_api(SourceContext("mc", "maxcompute", "cn-hangzhou"), "GetRunningJobs", 30, 90)
-    poller = Poller(store)
-    await poller.poll_once(Target("mc", Api("GetRunningJobs", 30, echoing)))
-    page = App(poller).landing_page()
+    store.add_api(SourceInfo("mc", "maxcompute", "cn-hangzhou"), "GetRunningJobs", 90)
+    target = Target("mc", Api("GetRunningJobs", 30, echoing, running_families))
+    poller = Poller(store, [target])
+    await poller.poll_once(target)
+    page = App(lambda: poller.published).landing_page()
     assert "InvalidParameter" in page and SECRET not in page

@@ -6,7 +6,7 @@ import gzip
 
 import httpx
 
-from exporter.metrics.format import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
+from exporter.exposition.format import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from tests.helpers import eventually_status as eventually
 from tests.helpers import maxcompute_exporter, running_exporter
 

@@ -1,13 +1,12 @@
-"""The source registry: one line per source kind, mapping the config model's `kind` to its source class."""
+"""The source kinds: one package each, behind the contract in `exporter.contract`, and this table of them.
+
+Adding a kind is a package here (its `KIND`), one line below, a simulator module, tests and docs
+(docs/extending.md).
+"""
 
 from __future__ import annotations
 
-from exporter.sources.dataarts_factory import DataArtsFactorySource
-from exporter.sources.emr_serverless_spark import EmrServerlessSparkSource
-from exporter.sources.maxcompute import MaxComputeSource
+from exporter.contract import kinds_table
+from exporter.sources import dataarts_factory, emr_serverless_spark, maxcompute
 
-SOURCES = {
-    "maxcompute": MaxComputeSource,
-    "emr_serverless_spark": EmrServerlessSparkSource,
-    "dataarts_factory": DataArtsFactorySource,
-}
+KINDS = kinds_table(maxcompute.KIND, emr_serverless_spark.KIND, dataarts_factory.KIND)

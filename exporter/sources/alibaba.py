@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 
 from exporter.auth.aliyun import AliyunAuth
-from exporter.client import RequestCounter, make_client
 from exporter.config import SourceConfig
+from exporter.contract import RequestCounter
 from exporter.credentials import Credentials
-from exporter.sources.base import PollError
-from exporter.sources.http import Sender, json_body, reason_for, retry_after_seconds, retry_throttled
+from exporter.sources.fetching import PollError
+from exporter.sources.http import Sender, json_body, make_client, reason_for, retry_after_seconds, retry_throttled
 
 THROTTLE_CODE_PREFIXES = ("Throttling",)  # Throttling, Throttling.User, Throttling.Api, Throttling.Resource, ...
 AUTH_CODE_PREFIXES = (

@@ -1,5 +1,5 @@
-"""What every vendor call layer shares: bounded concurrency, a total time limit per request, request counting, the
-mapping of transport failures to poll errors, and the in-poll retry of short throttling waits.
+"""What every vendor call layer shares: the source's HTTP client, bounded concurrency, a total time limit per request,
+request counting, the mapping of transport failures to poll errors, and the in-poll retry of short throttling waits.
 
 The vendor layers (`alibaba.AcsCaller`, `huawei.HuaweiCaller`) add their own envelopes and error codes on top.
 """
@@ -12,15 +12,34 @@ from typing import Any, TypeVar
 
 import httpx
 
-from exporter.client import RequestCounter
+from exporter import __version__
+from exporter.config import SourceConfig
+from exporter.contract import RequestCounter
 from exporter.credentials import CredentialError
-from exporter.sources.base import PollError
+from exporter.sources.fetching import PollError
 
 T = TypeVar("T")
+USER_AGENT = f"cloud-job-exporter/{__version__}"
 # Throttled pages are retried in the poll while the vendor asks for at most this long a wait; longer waits fail the
 # poll as `throttled` and the scheduler backs off instead of holding a poll open.
 MAX_IN_POLL_WAIT = 5.0
 THROTTLE_RETRIES = 2
+
+
+def make_client(
+    config: SourceConfig, base_url: str, auth: httpx.Auth, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """Returns the source's one AsyncClient: pooled connections sized for its concurrency, and its timeouts."""
+    limits = httpx.Limits(max_connections=config.max_concurrency, max_keepalive_connections=config.max_concurrency)
+    return httpx.AsyncClient(
+        base_url=base_url,
+        auth=auth,
+        transport=transport,
+        limits=limits,
+        timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
+        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+        follow_redirects=False,
+    )
 
 
 class Sender:

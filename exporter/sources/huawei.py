@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 
 from exporter.auth.huawei import HuaweiAuth
-from exporter.client import RequestCounter, make_client
 from exporter.config import SourceConfig
+from exporter.contract import RequestCounter
 from exporter.credentials import Credentials
-from exporter.sources.base import PollError
-from exporter.sources.http import Sender, json_body, reason_for, retry_after_seconds, retry_throttled
+from exporter.sources.fetching import PollError
+from exporter.sources.http import Sender, json_body, make_client, reason_for, retry_after_seconds, retry_throttled
 
 # Gateway codes are whole (`APIG.` and four digits), so each is matched as its own prefix.
 THROTTLE_CODES = ("APIG.0308",)

@@ -7,33 +7,27 @@ values are chosen to reach the renderers' corners: None fields (no sample), 0 an
 exponent form, label values that need escaping (a double quote, a backslash, a newline) and non-ASCII label text.
 
 The cumulative counts (FrozenTally) are built through `Tally` the way the sources build them (the same keys and label
-tuples as `exporter/sources/maxcompute_jobinfo.py` `record_finished` and `exporter/sources/emr_serverless_spark.py`
-`EndedRuns._count`), with the sources' default bucket bounds copied here as literals (the golden test checks that they
-still equal the defaults).
+tuples as `record_finished` in `exporter/sources/maxcompute/jobinfo.py` and `EndedRuns._count` in
+`exporter/sources/emr_serverless_spark/source.py`), with the sources' default bucket bounds copied here as
+literals (the golden test checks that they still equal the defaults).
 
-`job_series_budget` is each list's share of the source's `max_job_series`, as the sources compute it: EMR splits it
-evenly between its workspaces (`max_job_series // len(workspaces)`), DataArts gives a list that needs less than an
-equal share what it needs and splits the rest (`split_budget`); the callers pass the shares for their cap.
+Each API's share of the source's `max_job_series` is not in the records: the Renderer computes it
+(`exporter.exposition.context.split_budget`).
 """
 
 from __future__ import annotations
 
-from exporter.model import (
+from exporter.sources.dataarts_factory.records import DataArtsJob, DataArtsJobList
+from exporter.sources.emr_serverless_spark.records import (
     ENDED_CU_HOURS,
     ENDED_DURATION,
     ENDED_MEMORY_BYTE_SECONDS,
     ENDED_RUNS,
     ENDED_VCORE_SECONDS,
-    DataArtsJob,
-    DataArtsJobList,
-    FinishedJobs,
-    JobSnapshot,
-    RunningJob,
-    RunningJobs,
-    SnapshotJob,
     SparkJobRun,
     SparkJobRuns,
 )
+from exporter.sources.maxcompute.records import FinishedJobs, JobSnapshot, RunningJob, RunningJobs, SnapshotJob
 from exporter.tally import Tally
 
 # exporter.config.DEFAULT_DURATION_BUCKETS: MaxComputeConfig's default `wait_buckets` and `run_buckets`.
@@ -163,8 +157,8 @@ def emr_ended(runs: list[SparkJobRun]) -> Tally:
     return tally
 
 
-def emr_results(budget: int) -> list[object]:
-    """Two workspaces' ListJobRuns results; `budget` is each one's share of the source's `max_job_series`."""
+def emr_results() -> list[object]:
+    """Two workspaces' ListJobRuns results."""
     mib = 1048576.0
     ended = emr_ended([
         SparkJobRun("jr-0001", "daily_etl", "root_queue", "Success", "SQL", "alice", T0 - 3600.0, T0 - 3000.0,
@@ -197,17 +191,17 @@ def emr_results(budget: int) -> list[object]:
                     vcore_seconds=None, memory_byte_seconds=None, cu_hours=None),  # a state the docs do not list
     )
     return [
-        SparkJobRuns("w-d2d82aa09155abcd", active, ended, budget),
-        SparkJobRuns("w-0123456789abcdef", other_active, Tally({ENDED_DURATION: EMR_DURATION_BUCKETS}).freeze(),
-                     budget),  # nothing ended in this one since start-up
+        SparkJobRuns("w-d2d82aa09155abcd", active, ended),
+        SparkJobRuns("w-0123456789abcdef", other_active, Tally({ENDED_DURATION: EMR_DURATION_BUCKETS}).freeze()),
+        # nothing ended in the second since start-up
     ]
 
 
 # ---- DataArts Factory ----------------------------------------------------------------------------------------------
 
 
-def dataarts_results(batch_budget: int, realtime_budget: int) -> list[object]:
-    """A workspace's BATCH and REAL_TIME job lists, with each list's share of the source's `max_job_series`."""
+def dataarts_results() -> list[object]:
+    """A workspace's BATCH and REAL_TIME job lists."""
     project = "0833a5737480d53b2f25c010dc1a7b88"
     workspace = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
     batch = (
@@ -225,6 +219,6 @@ def dataarts_results(batch_budget: int, realtime_budget: int) -> list[object]:
         DataArtsJob("flink_agg", "REAL_TIME", "FROZEN", "", None, 0.0),  # a job status the docs do not list
     )
     return [
-        DataArtsJobList(project, workspace, "BATCH", batch, batch_budget),
-        DataArtsJobList(project, "default", "REAL_TIME", realtime, realtime_budget),
+        DataArtsJobList(project, workspace, "BATCH", batch),
+        DataArtsJobList(project, "default", "REAL_TIME", realtime),
     ]

@@ -4,11 +4,11 @@ Two kinds of golden file live in `tests/golden/files/`:
 
 * Per source kind (`<kind>.prom`, `<kind>.om`, and `<kind>_capped.prom`, `<kind>_capped.om`): the fixed poll
   results of `tests/golden/records.py` rendered by the kind's renderers into the text format (0.0.4, `.prom`) and
-  OpenMetrics (`.om`), as `exporter.metrics.Renderer` does: `RENDERERS[type(result)](ctx, result)` for each result,
-  the families joined by `exporter.metrics.format.pieces`. The `_capped` variants render with a per-job cap small
-  enough that jobs are dropped (and the records' `job_series_budget` shares of it) and `owner_label: hash`; the
-  number of jobs each result drops (the `cloud_job_exporter_job_series_dropped` self-metric) is checked too. Each
-  case is rendered twice through one `SourceContext`, so the second render takes the label prefixes from its cache.
+  OpenMetrics (`.om`) by `exporter.exposition.renderer.Renderer` with the APIs of a real source of the kind (their
+  `render` and `jobs`), the exporter's own families left out. The `_capped` variants render with a per-job cap small
+  enough that jobs are dropped (the Renderer splits it over the source's APIs) and `owner_label: hash`; the number
+  of jobs dropped (the `cloud_job_exporter_job_series_dropped` self-metric) is checked too. Each case is rendered
+  twice, the second time from equal new results, so it takes the label prefixes from the first render's caches.
 * The simulator (`simulator.prom`): the demo's three sources (`exporter.demo.demo_sources`) polling the simulator
   over real HTTP on 127.0.0.1, with a fixed seed and a frozen clock (`tests.helpers.FakeClock`, left at START),
   scraped once every API has finished a poll (`/-/ready`). Only the job families are compared: the
@@ -59,17 +59,25 @@ import pytest
 import exporter.simulator.app as simulator_app
 import exporter.simulator.dataarts_factory as simulator_dataarts
 from exporter.config import DEFAULT_DURATION_BUCKETS, parse_config
+from exporter.contract import Fetched, SourceInfo
 from exporter.credentials import static
 from exporter.demo import demo_sources
-from exporter.metrics import RENDERERS
-from exporter.metrics.context import SourceContext
-from exporter.metrics.format import pieces
 from exporter.runtime import build
 from exporter.simulator import Simulator, WorkloadParams
 from exporter.simulator.run import run_in_thread
-from exporter.sources.emr_serverless_spark import DURATION_BUCKETS as EMR_DEFAULT_BUCKETS
+from exporter.sources import KINDS
+from exporter.sources.emr_serverless_spark.source import DURATION_BUCKETS as EMR_DEFAULT_BUCKETS
 from tests.golden import records
-from tests.helpers import KEY_ID, SECRET, FakeClock, eventually_status, running_exporter, samples
+from tests.helpers import (
+    KEY_ID,
+    SECRET,
+    FakeClock,
+    eventually_status,
+    rendering,
+    running_exporter,
+    samples,
+    source_apis,
+)
 
 FILES = Path(__file__).parent / "files"
 UPDATE = os.environ.get("CJE_UPDATE_GOLDEN") == "1"
@@ -121,57 +129,71 @@ def assert_golden(name: str, actual: bytes) -> None:
 
 @dataclass(frozen=True)
 class Case:
-    """One golden exposition of one source kind: the source's identity and settings, its poll results, and how many
-    jobs each result's per-job cap is to drop."""
+    """One golden exposition of one source kind: the source's kind and settings, its poll results in the order of
+    `apis` (the source's API each one came from), and how many jobs the per-job cap is to drop in all."""
 
     name: str
     source: tuple[str, str, str]  # name, kind, region
+    apis: list[str]
     results: Callable[[], list[Any]]
-    dropped: list[int]
+    dropped: int
     settings: dict[str, Any] = field(default_factory=dict)
-
-    def context(self) -> SourceContext:
-        return SourceContext(*self.source, **self.settings)
 
 
 CAPPED = {"owner_label": "hash"}
 MAXCOMPUTE = ("mc", "maxcompute", "cn-hangzhou")
 EMR = ("spark", "emr_serverless_spark", "cn-hangzhou")
 DATAARTS = ("dayu", "dataarts_factory", "cn-north-4")
+EMR_SETTINGS = {"workspaces": ["w-d2d82aa09155abcd", "w-0123456789abcdef"]}
+EMR_APIS = [f"ListJobRuns/{ws}" for ws in EMR_SETTINGS["workspaces"]]
+WORKSPACE = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+DATAARTS_SETTINGS = {"project_id": "0833a5737480d53b2f25c010dc1a7b88", "workspaces": [WORKSPACE]}
+DATAARTS_APIS = [f"ListJobs/{WORKSPACE}/BATCH", f"ListJobs/{WORKSPACE}/REAL_TIME"]
+MAXCOMPUTE_APIS = ["GetRunningJobs", "ListJobSnapshotInfos", "GetJobInfo"]
 CASES = [
-    Case("maxcompute", MAXCOMPUTE, records.maxcompute_results, [0, 0, 0]),
-    # 3 of 6 jobs each: the cap ranks running jobs by cu_snapshot (a tie at the cut) and snapshot jobs by CPU use.
-    Case("maxcompute_capped", MAXCOMPUTE, records.maxcompute_results, [3, 3, 0], {"max_job_series": 3, **CAPPED}),
-    # EMR splits max_job_series evenly between its two workspaces.
-    Case("emr_serverless_spark", EMR, lambda: records.emr_results(5000 // 2), [0, 0]),
-    Case("emr_serverless_spark_capped", EMR, lambda: records.emr_results(5 // 2), [2, 0],
-         {"max_job_series": 5, **CAPPED}),
-    # DataArts' split_budget of max_job_series between lists of 6 (BATCH) and 4 (REAL_TIME) jobs: 5000 -> 6 and 4,
-    # 5 -> 3 and 2.
-    Case("dataarts_factory", DATAARTS, lambda: records.dataarts_results(6, 4), [0, 0]),
-    Case("dataarts_factory_capped", DATAARTS, lambda: records.dataarts_results(3, 2), [3, 2],
-         {"max_job_series": 5, **CAPPED}),
+    Case("maxcompute", MAXCOMPUTE, MAXCOMPUTE_APIS, records.maxcompute_results, 0),
+    # A cap of 3 over two APIs of 6 jobs each: 1 and 2 (split_budget); the cap ranks running jobs by cu_snapshot and
+    # snapshot jobs by CPU use.
+    Case("maxcompute_capped", MAXCOMPUTE, MAXCOMPUTE_APIS, records.maxcompute_results, 9,
+         {"max_job_series": 3, **CAPPED}),
+    Case("emr_serverless_spark", EMR, EMR_APIS, records.emr_results, 0, EMR_SETTINGS),
+    # A cap of 5 over workspaces of 4 and 2 active runs: 3 and 2.
+    Case("emr_serverless_spark_capped", EMR, EMR_APIS, records.emr_results, 1,
+         {"max_job_series": 5, **EMR_SETTINGS, **CAPPED}),
+    Case("dataarts_factory", DATAARTS, DATAARTS_APIS, records.dataarts_results, 0, DATAARTS_SETTINGS),
+    # A cap of 5 over lists of 6 (BATCH) and 4 (REAL_TIME) jobs: 3 and 2.
+    Case("dataarts_factory_capped", DATAARTS, DATAARTS_APIS, records.dataarts_results, 5,
+         {"max_job_series": 5, **DATAARTS_SETTINGS, **CAPPED}),
 ]
+NOW = 1000.0
 
 
-def render(ctx: SourceContext, results: list[Any], openmetrics: bool) -> tuple[bytes, list[int]]:
-    """Returns the exposition of the results of one source, as the Renderer makes it, and each result's dropped jobs."""
-    families, dropped = [], []
-    for result in results:
-        rendered, n = RENDERERS[type(result)](ctx, result)
-        families += rendered
-        dropped.append(n)
-    return b"".join(pieces(families, openmetrics=openmetrics)), dropped
+def render(case: Case, openmetrics: bool) -> tuple[bytes, bytes, float]:
+    """Returns the job families of the case's results rendered by a Renderer of the source's own APIs, the same
+    families rendered again from equal new results (label prefixes then come from the first render's caches), and
+    the jobs the per-job cap dropped."""
+    name, kind, region = case.source
+    apis = source_apis(kind, **case.settings)
+    info = SourceInfo(name, kind, region, **{k: v for k, v in case.settings.items()
+                                             if k in ("max_job_series", "owner_label")})
+    store, renderer = rendering({api: apis[api] for api in case.apis}, info)
+    out = []
+    for _ in range(2):
+        for api, result in zip(case.apis, case.results(), strict=True):
+            store.record_success((name, api), Fetched(result, 1, 1), end=NOW, duration=0.1)
+        exposition = renderer.render(store.view(NOW))
+        out.append(b"".join(exposition.om_chunks if openmetrics else exposition.chunks))
+    dropped = samples(out[0].decode()).get("cloud_job_exporter_job_series_dropped", {})
+    eof = b"# EOF\n" if openmetrics else b""
+    return job_families(out[0]) + eof, job_families(out[1]) + eof, sum(dropped.values())
 
 
 @pytest.mark.parametrize("openmetrics", [False, True], ids=["text", "openmetrics"])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_kind_exposition_matches_golden(case: Case, openmetrics: bool) -> None:
-    ctx = case.context()
-    exposition, dropped = render(ctx, case.results(), openmetrics)
-    again, _ = render(ctx, case.results(), openmetrics)  # label prefixes from the context's cache this time
+    exposition, again, dropped = render(case, openmetrics)
     assert again == exposition, mismatch(f"{case.name} (first render)", exposition, again, hint=False)
-    assert dropped == case.dropped, "jobs dropped by the per-job cap, per result"
+    assert dropped == case.dropped, "jobs dropped by the per-job cap"
     assert_golden(f"{case.name}.{'om' if openmetrics else 'prom'}", exposition)
 
 
@@ -209,7 +231,8 @@ async def scrape_frozen_simulator() -> bytes:
         sources = demo_sources(endpoint.url)
         assert {s["kind"] for s in sources} == {"maxcompute", "emr_serverless_spark", "dataarts_factory"}
         sources = [{**s, "running_lookback": RUNNING_LOOKBACK} if s["kind"] == "maxcompute" else s for s in sources]
-        exporter = build(parse_config({"sources": sources}), credentials=lambda cfg: (lambda: static(KEY_ID, SECRET)))
+        config = parse_config({"sources": sources}, KINDS)
+        exporter = build(config, credentials=lambda cfg: (lambda: static(KEY_ID, SECRET)))
         async with running_exporter(exporter) as url, httpx.AsyncClient() as client:
             await eventually_status(lambda: client.get(url + "/-/ready"), 200, timeout=30)
             response = await client.get(url + "/metrics")

@@ -31,6 +31,7 @@ from exporter.runtime import Exporter, build
 from exporter.simulator import Simulator
 from exporter.simulator.emr_serverless_spark import WORKSPACES
 from exporter.simulator.run import Endpoint, run_in_thread
+from exporter.sources import KINDS
 from tests.helpers import ACS_FAULTS, KEY_ID, SECRET, START, FakeClock, samples
 
 WS, WS2 = WORKSPACES
@@ -222,7 +223,7 @@ def test_the_official_sdk_is_accepted_and_parses_the_answers() -> None:
 def emr_exporter(url: str, workspaces: list[str], secret: str = SECRET, **overrides: Any) -> Exporter:
     config = parse_config({"sources": [{"name": "emr", "kind": "emr_serverless_spark", "region": "cn-hangzhou",
                                         "endpoint": url, "workspaces": workspaces, "interval": "1h",
-                                        "lookback": "2h", **overrides}]})
+                                        "lookback": "2h", **overrides}]}, KINDS)
     return build(config, credentials=lambda cfg: (lambda: static(KEY_ID, secret)))
 
 
@@ -231,7 +232,7 @@ def target(exporter: Exporter, workspace: str) -> Target:
 
 
 def metrics(exporter: Exporter) -> dict[str, dict[frozenset, float]]:
-    return samples(exporter.poller.exposition.text.decode())
+    return samples(exporter.poller.published.exposition.text.decode())
 
 
 def up(m: dict, workspace: str) -> float:
@@ -337,7 +338,7 @@ async def test_ended_runs_are_counted_once_as_they_end(simulator) -> None:
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 async def test_promtool_accepts_the_combined_demo_output(simulator) -> None:
-    config = parse_config({"sources": demo_sources(simulator.url)})
+    config = parse_config({"sources": demo_sources(simulator.url)}, KINDS)
     assert {s.kind for s in config.sources} >= {"maxcompute", "emr_serverless_spark"}
     exporter = build(config, credentials=lambda cfg: (lambda: static(KEY_ID, SECRET)))
     for t in exporter.targets:
@@ -347,7 +348,7 @@ async def test_promtool_accepts_the_combined_demo_output(simulator) -> None:
     await asyncio.sleep(0.5)
     for t in exporter.targets:
         await exporter.poller.poll_once(t)
-    text = exporter.poller.exposition.text
+    text = exporter.poller.published.exposition.text
     for family in (b"maxcompute_running_jobs{", b"dataarts_jobs{", b"emr_spark_job_runs{",
                    b"emr_spark_job_runs_finished_total{", b"emr_spark_job_run_duration_seconds_bucket{",
                    b"emr_spark_job_run_cu_seconds_total{", b"emr_spark_job_run_submitted_timestamp_seconds{"):

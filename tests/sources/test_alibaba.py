@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from exporter.contract import PollError
 from exporter.sources.alibaba import json_param, parse_envelope
-from exporter.sources.base import PollError
 
 
 def _response(status: int, body: object, **headers: str) -> httpx.Response:

@@ -13,17 +13,17 @@ import pytest
 import structlog
 
 from exporter.auth import huawei
-from exporter.client import RequestCounter
 from exporter.config import parse_config
+from exporter.contract import PollError, RequestCounter
 from exporter.credentials import static
-from exporter.metrics.context import SourceContext
-from exporter.metrics.dataarts_factory import LAST_INSTANCE_STATUSES, job_list_families
-from exporter.metrics.format import assemble
-from exporter.model import DataArtsJob, DataArtsJobList
+from exporter.exposition.context import split_budget
+from exporter.exposition.format import assemble
 from exporter.runtime import build
-from exporter.sources.base import PollError
-from exporter.sources.dataarts_factory import DataArtsFactorySource, parse_job, split_budget
-from tests.helpers import Hang
+from exporter.sources import KINDS
+from exporter.sources.dataarts_factory.records import DataArtsJob, DataArtsJobList
+from exporter.sources.dataarts_factory.render import LAST_INSTANCE_STATUSES, job_list_families
+from exporter.sources.dataarts_factory.source import DataArtsFactorySource, parse_job
+from tests.helpers import Hang, render_context
 
 AK, SK = "HWAKTESTEXAMPLE000000", "HWSKTESTEXAMPLESECRETKEY00000000000000000"
 PROJECT = "0123456789abcdef0123456789abcdef"
@@ -83,7 +83,8 @@ class FakeJobList:
 
 def make_source(handler: Any, token: str | None = None, **overrides: Any) -> DataArtsFactorySource:
     cfg = parse_config({"sources": [{"name": "dgc", "kind": "dataarts_factory", "region": "cn-north-4",
-                                     "endpoint": "http://dgc.test", "project_id": PROJECT, **overrides}]}).sources[0]
+                                     "endpoint": "http://dgc.test", "project_id": PROJECT, **overrides}]},
+                       KINDS).sources[0]
     return DataArtsFactorySource.from_config(cfg, lambda: static(AK, SK, token), RequestCounter(),
                                              httpx.MockTransport(handler))
 
@@ -245,7 +246,7 @@ async def test_connection_and_timeout_failures_and_requests_are_counted_per_api(
 async def test_a_wrong_secret_is_refused_by_the_verifier() -> None:
     api = FakeJobList({DEFAULT: [job(1)]})
     cfg = parse_config({"sources": [{"name": "dgc", "kind": "dataarts_factory", "region": "cn-north-4",
-                                     "endpoint": "http://dgc.test", "project_id": PROJECT}]}).sources[0]
+                                     "endpoint": "http://dgc.test", "project_id": PROJECT}]}, KINDS).sources[0]
     source = DataArtsFactorySource.from_config(cfg, lambda: static(AK, "wrong"), RequestCounter(),
                                                httpx.MockTransport(api))
     with pytest.raises(PollError) as info:
@@ -261,16 +262,14 @@ def test_budget_split_gives_small_lists_what_they_need_and_splits_the_rest() -> 
     assert sum(split_budget(7, {"a": 9, "b": 9, "c": 9}).values()) == 7
 
 
-CTX = SourceContext("dgc", "dataarts_factory", "cn-north-4")
-
-
-def render(result: DataArtsJobList, ctx: SourceContext = CTX) -> tuple[str, int]:
+def render(result: DataArtsJobList, budget: int | None = None, **settings: Any) -> tuple[str, int]:
+    ctx = render_context("dgc", "dataarts_factory", "cn-north-4", budget, **settings)
     families, dropped = job_list_families(ctx, result)
     return assemble(families, openmetrics=False).decode(), dropped
 
 
-def job_list(jobs: list[DataArtsJob], job_type: str = "BATCH", budget: int = 5000) -> DataArtsJobList:
-    return DataArtsJobList(PROJECT, "ws1", job_type, tuple(jobs), budget)
+def job_list(jobs: list[DataArtsJob], job_type: str = "BATCH") -> DataArtsJobList:
+    return DataArtsJobList(PROJECT, "ws1", job_type, tuple(jobs))
 
 
 BASE = f'source="dgc",region="cn-north-4",project_id="{PROJECT}",workspace="ws1"'
@@ -314,14 +313,13 @@ def test_per_job_cap_keeps_failed_and_unfinished_jobs_first_within_the_budget() 
     jobs = [DataArtsJob(f"ok{i}", "BATCH", "SCHEDULING", "success", 100.0 + i, None) for i in range(5)]
     jobs += [DataArtsJob("bad", "BATCH", "SCHEDULING", "fail", 1.0, None),
              DataArtsJob("slow", "BATCH", "SCHEDULING", "running", None, None)]
-    text, dropped = render(job_list(jobs, budget=3))
+    text, dropped = render(job_list(jobs), budget=3)
     assert dropped == 4
     kept = {line.split('job_name="')[1].split('"')[0] for line in text.splitlines() if 'job_name="' in line}
     assert kept == {"bad", "slow", "ok4"}
-    text, dropped = render(job_list(jobs), SourceContext("dgc", "dataarts_factory", "cn-north-4", max_job_series=2))
+    text, dropped = render(job_list(jobs), max_job_series=2)
     assert dropped == 5
-    text, dropped = render(job_list(jobs), SourceContext("dgc", "dataarts_factory", "cn-north-4",
-                                                         per_job_series=False))
+    text, dropped = render(job_list(jobs), per_job_series=False)
     assert dropped == 0 and "job_name" not in text and "dataarts_jobs{" in text
 
 
@@ -329,11 +327,11 @@ async def test_one_failing_workspace_does_not_hide_the_others() -> None:
     api = FakeJobList({WS1: [job(1), job(2, "REAL_TIME", status="EXCEPTION")]})  # WS2 does not exist
     config = parse_config({"sources": [{"name": "dgc", "kind": "dataarts_factory", "region": "cn-north-4",
                                         "endpoint": "http://dgc.test", "project_id": PROJECT,
-                                        "workspaces": [WS1, WS2]}]})
+                                        "workspaces": [WS1, WS2]}]}, KINDS)
     exporter = build(config, lambda cfg: lambda: static(AK, SK), httpx.MockTransport(api))
     for target in exporter.targets:
         await exporter.poller.poll_once(target)
-    text = exporter.poller.exposition.text.decode()
+    text = exporter.poller.published.exposition.text.decode()
     for ws, up in ((WS1, 1), (WS2, 0)):
         for jt in ("BATCH", "REAL_TIME"):
             assert (f'cloud_job_exporter_source_up{{source="dgc",kind="dataarts_factory",api="ListJobs/{ws}/{jt}"}} '
@@ -350,7 +348,7 @@ async def test_one_failing_workspace_does_not_hide_the_others() -> None:
 
 def config_of(**fields: Any) -> Any:
     return parse_config({"sources": [{"name": "dgc", "kind": "dataarts_factory", "region": "cn-north-4",
-                                      "project_id": PROJECT, **fields}]}).sources[0]
+                                      "project_id": PROJECT, **fields}]}, KINDS).sources[0]
 
 
 def test_config_defaults_endpoint_and_credential_variables() -> None:

@@ -16,17 +16,22 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.auth.aliyun import AliyunAuth
-from exporter.client import RequestCounter
 from exporter.config import parse_config
+from exporter.contract import PollError, RequestCounter
 from exporter.credentials import static
-from exporter.metrics.context import SourceContext
-from exporter.metrics.emr_serverless_spark import job_run_families
-from exporter.metrics.format import assemble
-from exporter.model import ENDED_CU_HOURS, ENDED_DURATION, ENDED_MEMORY_BYTE_SECONDS, ENDED_RUNS, ENDED_VCORE_SECONDS
+from exporter.exposition.format import assemble
+from exporter.sources import KINDS
 from exporter.sources.alibaba import AcsCaller
-from exporter.sources.base import PollError
-from exporter.sources.emr_serverless_spark import ACTIVE_STATES, EmrServerlessSparkSource
-from tests.helpers import Hang, signing_vectors_dir
+from exporter.sources.emr_serverless_spark.records import (
+    ENDED_CU_HOURS,
+    ENDED_DURATION,
+    ENDED_MEMORY_BYTE_SECONDS,
+    ENDED_RUNS,
+    ENDED_VCORE_SECONDS,
+)
+from exporter.sources.emr_serverless_spark.render import job_run_families
+from exporter.sources.emr_serverless_spark.source import ACTIVE_STATES, EmrServerlessSparkSource
+from tests.helpers import Hang, render_context, rendering, signing_vectors_dir
 
 NOW = 1_700_000_000.0
 MS = 1000
@@ -102,7 +107,8 @@ class Clock:
 
 def config(**overrides: Any):
     return parse_config({"sources": [{"name": "emr", "kind": "emr_serverless_spark", "region": "cn-hangzhou",
-                                      "endpoint": "http://emr.test", "workspaces": ["w-1"], **overrides}]}).sources[0]
+                                      "endpoint": "http://emr.test", "workspaces": ["w-1"], **overrides}]},
+                        KINDS).sources[0]
 
 
 def make_source(api: Any, clock: Clock | None = None, **overrides: Any) -> EmrServerlessSparkSource:
@@ -358,7 +364,7 @@ def test_one_api_per_workspace() -> None:
 
 
 def _render(fetched, **ctx: Any) -> str:
-    families, dropped = job_run_families(SourceContext("emr", "emr_serverless_spark", "cn-hangzhou", **ctx),
+    families, dropped = job_run_families(render_context("emr", "emr_serverless_spark", "cn-hangzhou", **ctx),
                                          fetched.result)
     return assemble(families, openmetrics=False).decode(), dropped
 
@@ -395,14 +401,27 @@ async def test_rendered_families() -> None:
 
 
 async def test_per_run_series_are_capped_per_workspace_share() -> None:
-    api = FakeListJobRuns([run(i, "Running", workspaceId=ws, vcoreSeconds=i) for i in range(10) for ws in ("w-1",)])
+    """The source's max_job_series is split over its workspaces: one not polled yet claims an equal share, one with
+    fewer runs than its share leaves the rest to the others."""
+    from exporter.contract import SourceInfo
+
+    api = FakeListJobRuns([run(i, "Running", vcoreSeconds=i) for i in range(10)])  # in w-1 only
     source = make_source(api, workspaces=["w-1", "w-2"], max_job_series=8)
+    store, renderer = rendering({a.name: a for a in source.apis()},
+                                SourceInfo("emr", "emr_serverless_spark", "cn-hangzhou", max_job_series=8))
+
+    def shown() -> tuple[set[str], float]:
+        text = renderer.render(store.view(NOW)).text.decode()
+        metrics = {f.name: f.samples for f in text_string_to_metric_families(text)}
+        kept = {s.labels["job_run_id"] for s in metrics["emr_spark_job_run_submitted_timestamp_seconds"]}
+        return kept, metrics["cloud_job_exporter_job_series_dropped"][0].value
+
+    store.record_success(("emr", "ListJobRuns/w-1"), await source.poll("w-1"), end=NOW, duration=0.1)
+    assert shown() == ({"jr-00009", "jr-00008", "jr-00007", "jr-00006"}, 6)  # the largest vCore use, 4 of 8
+    store.record_success(("emr", "ListJobRuns/w-2"), await source.poll("w-2"), end=NOW, duration=0.1)
+    kept, dropped = shown()
+    assert len(kept) == 8 and dropped == 2, "w-2 has no active run: w-1 gets the whole cap"
     fetched = await source.poll("w-1")
-    text, dropped = _render(fetched, max_job_series=8)
-    assert dropped == 6  # each of the two workspaces keeps 4
-    kept = {s.labels["job_run_id"] for f in text_string_to_metric_families(text) for s in f.samples
-            if s.name == "emr_spark_job_run_submitted_timestamp_seconds"}
-    assert kept == {"jr-00009", "jr-00008", "jr-00007", "jr-00006"}  # the largest vCore use
     assert "job_run_id" not in _render(fetched, per_job_series=False)[0]
 
 
@@ -456,8 +475,7 @@ async def test_a_failing_listing_cancels_the_other() -> None:
 async def test_ended_run_families_are_cumulative_and_stay_while_the_data_is_stale() -> None:
     """The ended-run counts are counters and a histogram (they count what ended since start-up), the active runs
     gauges: when the workspace's data goes stale, the renderer keeps the former and drops the latter."""
-    from exporter.metrics import Renderer
-    from exporter.store import Store
+    from exporter.contract import SourceInfo
 
     clock = Clock()
     api = FakeListJobRuns([run(1, "Running")])
@@ -466,7 +484,7 @@ async def test_ended_run_families_are_cumulative_and_stay_while_the_data_is_stal
     clock.now += 30
     api.runs.append(run(2, "Failed", ended=NOW + 10, submitted=NOW - 50))
     fetched = await source.poll("w-1")
-    ctx = SourceContext("emr", "emr_serverless_spark", "cn-hangzhou")
+    ctx = render_context("emr", "emr_serverless_spark", "cn-hangzhou")
     kinds = {f.name: f.kind for f in job_run_families(ctx, fetched.result)[0]}
     assert kinds == {
         "emr_spark_job_runs": "gauge", "emr_spark_job_run_submitted_timestamp_seconds": "gauge",
@@ -475,10 +493,9 @@ async def test_ended_run_families_are_cumulative_and_stay_while_the_data_is_stal
         "emr_spark_job_run_cu_seconds_total": "counter",
     }
 
-    store = Store()
-    store.add_api(ctx, "ListJobRuns/w-1", 30, 90)
+    store, renderer = rendering({a.name: a for a in source.apis()}, SourceInfo("emr", "emr_serverless_spark",
+                                                                               "cn-hangzhou"))
     store.record_success(("emr", "ListJobRuns/w-1"), fetched, end=clock.now, duration=0.1)
-    renderer = Renderer()
     fresh = {f.name for f in text_string_to_metric_families(renderer.render(store.view(clock.now)).text.decode())}
     stale = {f.name for f in text_string_to_metric_families(renderer.render(store.view(clock.now + 91)).text.decode())}
     cumulative = {"emr_spark_job_runs_finished", "emr_spark_job_run_duration_seconds",

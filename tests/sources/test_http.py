@@ -49,7 +49,7 @@ async def test_after_send_runs_while_the_answer_is_awaited() -> None:
 
     import httpx
 
-    from exporter.client import RequestCounter
+    from exporter.contract import RequestCounter
     from exporter.sources.http import Sender
 
     async def answer_late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

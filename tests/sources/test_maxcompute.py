@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from exporter.client import RequestCounter
 from exporter.config import parse_config
+from exporter.contract import PollError, RequestCounter
 from exporter.credentials import static
-from exporter.sources.base import PollError
-from exporter.sources.maxcompute import MaxComputeSource
+from exporter.sources import KINDS
+from exporter.sources.maxcompute.source import MaxComputeSource
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "maxcompute"
 NOW = 1_700_000_000
@@ -62,7 +62,7 @@ class FakeRunningJobs:
 
 def make_source(handler: Any, **overrides: Any) -> MaxComputeSource:
     cfg = parse_config({"sources": [{"name": "mc", "kind": "maxcompute", "region": "cn-hangzhou",
-                                     "endpoint": "http://mc.test", **overrides}]}).sources[0]
+                                     "endpoint": "http://mc.test", **overrides}]}, KINDS).sources[0]
     return MaxComputeSource.from_config(cfg, lambda: static("AKID", "secret"), RequestCounter(),
                                         httpx.MockTransport(handler))
 
@@ -95,7 +95,7 @@ async def test_pages_are_read_by_as_many_tasks_as_the_concurrency_in_order() -> 
     way at once than the workers asked for, and the records still come in page order."""
     import asyncio
 
-    from exporter.sources.base import Skips, fetch_numbered_pages
+    from exporter.sources.fetching import Skips, fetch_numbered_pages
 
     under_way = [0, 0]  # now, most
 
@@ -116,7 +116,7 @@ async def test_a_worker_digests_its_last_page_once_its_next_request_is_sent() ->
     and before page 3's answer came, and every page is digested, the last one included."""
     import asyncio
 
-    from exporter.sources.base import Skips, fetch_numbered_pages
+    from exporter.sources.fetching import Skips, fetch_numbered_pages
 
     events: list[str] = []
 
@@ -144,7 +144,7 @@ async def test_over_http_each_page_but_the_first_and_last_is_digested_while_the_
     """The whole path, over real HTTP to the simulator, one request at a time: the source hands the worker's
     `after_send` to its caller and the caller to httpcore, so every page but the first (read alone) and the last
     (nothing follows it) is parsed while a later page's request is out. Left unwired, none is."""
-    import exporter.sources.maxcompute as mc_source
+    import exporter.sources.maxcompute.source as mc_source
     from exporter.sources.http import Sender
     from tests.helpers import maxcompute_exporter
 
@@ -178,7 +178,7 @@ async def test_a_page_that_fails_its_digest_fails_the_poll_once_the_next_request
     worker after that request is done, not from inside it (where it would cut the request short, uncounted)."""
     import asyncio
 
-    from exporter.sources.base import Skips, fetch_numbered_pages
+    from exporter.sources.fetching import Skips, fetch_numbered_pages
 
     answered: list[int] = []
 

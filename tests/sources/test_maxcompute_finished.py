@@ -9,12 +9,12 @@ from typing import Any
 import httpx
 import pytest
 
-from exporter.client import RequestCounter
 from exporter.config import parse_config
+from exporter.contract import PollError, RequestCounter
 from exporter.credentials import static
 from exporter.runtime import build
-from exporter.sources.base import PollError
-from exporter.sources.maxcompute import MaxComputeSource
+from exporter.sources import KINDS
+from exporter.sources.maxcompute.source import MaxComputeSource
 from exporter.tally import RecentIds
 from tests.helpers import running_exporter, scrape
 
@@ -63,7 +63,7 @@ def ok(data: Any) -> httpx.Response:
 
 def source_for(fake: FakeMaxCompute, **overrides: Any) -> MaxComputeSource:
     cfg = parse_config({"sources": [{"name": "mc", "kind": "maxcompute", "region": "cn-hangzhou",
-                                     "endpoint": "http://mc.test", **overrides}]}).sources[0]
+                                     "endpoint": "http://mc.test", **overrides}]}, KINDS).sources[0]
     return MaxComputeSource.from_config(cfg, lambda: static("AKID", "secret"), RequestCounter(),
                                         httpx.MockTransport(fake))
 
@@ -209,7 +209,7 @@ async def test_histograms_over_http_match_the_known_jobs() -> None:
     fake.running = list(runs)
     config = parse_config({"sources": [{"name": "mc", "kind": "maxcompute", "region": "cn-hangzhou",
                                         "endpoint": "http://mc.test", "interval": "1h", "snapshot_interval": "1h",
-                                        "job_info_interval": "1h", "run_buckets": [60, 3600]}]})
+                                        "job_info_interval": "1h", "run_buckets": [60, 3600]}]}, KINDS)
     exporter = build(config, credentials=lambda cfg: (lambda: static("AKID", "s")),
                      transport=httpx.MockTransport(fake))
     targets = {t.api.name: t for t in exporter.targets}

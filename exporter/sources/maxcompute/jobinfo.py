@@ -18,10 +18,11 @@ from typing import Any
 import structlog
 
 from exporter.auth.aliyun import percent_encode
-from exporter.config import MaxComputeConfig
-from exporter.model import FinishedJobs
+from exporter.contract import Fetched, PollError
 from exporter.sources.alibaba import AcsCaller
-from exporter.sources.base import MB, BadRecord, Fetched, PollError, number, text
+from exporter.sources.fetching import MB, BadRecord, number, text
+from exporter.sources.maxcompute.config import MaxComputeConfig
+from exporter.sources.maxcompute.records import FinishedJobs
 from exporter.tally import RecentIds, Tally
 
 CU_CORE_SECONDS = 100  # GetJobInfo's cuUsage is in units of 100 x core x seconds
@@ -108,7 +109,7 @@ class FinishedJobTracker:
             self._pending.popitem(last=False)
             self._skips["queue_full"] += 1
 
-    async def poll(self) -> Fetched:
+    async def poll(self) -> Fetched[FinishedJobs]:
         """Asks GetJobInfo about a batch of queued jobs; returns the cumulative counts.
 
         Raises the first PollError when any call failed (those jobs stay queued, each failure counting as one of

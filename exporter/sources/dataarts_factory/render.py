@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from exporter.metrics.context import SourceContext
-from exporter.metrics.format import Family, gauge, labels
-from exporter.model import DataArtsJob, DataArtsJobList
+from exporter.exposition.context import RenderContext
+from exporter.exposition.format import Family, gauge, labels
+from exporter.sources.dataarts_factory.records import DataArtsJob, DataArtsJobList
 
 # The statuses the vendor documents for each job type: each gets a sample, 0 when no job has it.
 JOB_STATUSES = {
@@ -27,7 +27,12 @@ def _rank(job: DataArtsJob) -> float:
     return tier * 1e11 + (job.last_instance_end or job.start or 0.0)
 
 
-def job_list_families(ctx: SourceContext, result: DataArtsJobList) -> tuple[list[Family], int]:
+def job_count(result: DataArtsJobList) -> int:
+    """Returns how many jobs a result could give per-job series to."""
+    return len(result.jobs)
+
+
+def job_list_families(ctx: RenderContext, result: DataArtsJobList) -> tuple[list[Family], int]:
     """Returns the job-list families and how many jobs the per-job cap dropped."""
     base = (("source", ctx.source), ("region", ctx.region), ("project_id", result.project_id),
             ("workspace", result.workspace))
@@ -38,7 +43,7 @@ def job_list_families(ctx: SourceContext, result: DataArtsJobList) -> tuple[list
         "dataarts_jobs", "DataArts Factory jobs by job type and status (0 for a documented status no job has).",
         [(labels((*base, ("job_type", jt), ("status", st))), n) for (jt, st), n in counts.items()],
     )]
-    kept, dropped = ctx.capped(result.jobs, _rank, budget=result.job_series_budget)
+    kept, dropped = ctx.capped(result.jobs, _rank)
     if kept:
         names = [labels((*base, ("job_name", j.name))) for j in kept]
         states = []
@@ -58,5 +63,3 @@ def job_list_families(ctx: SourceContext, result: DataArtsJobList) -> tuple[list
         ]
     return families, dropped
 
-
-RENDERERS = {DataArtsJobList: job_list_families}

@@ -1,4 +1,7 @@
-"""Metrics: the only package that knows metric names. It renders a store View into exposition bytes."""
+"""The Renderer: a store View in, one Exposition (both formats, plain and gzipped) out.
+
+Each API's families come from its kind's `render`, given the API's share of the source's per-job cap; the
+exporter's own families from `selfmetrics`."""
 
 from __future__ import annotations
 
@@ -6,20 +9,19 @@ import gc
 import os
 import threading
 from collections import defaultdict
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
-from exporter.metrics import dataarts_factory, emr_serverless_spark, maxcompute
-from exporter.metrics.format import Family, Segment, gzip_member, pieces
-from exporter.metrics.selfmetrics import self_families
-from exporter.sources.base import Fetched
-from exporter.store import View
+from exporter.contract import Api, Fetched
+from exporter.exposition.context import RenderContext, split_budget
+from exporter.exposition.format import Family, Segment, gzip_member, pieces
+from exporter.exposition.selfmetrics import self_families
+from exporter.store import Key, View
 
-# Result type -> renderer(ctx, result) -> (families, per-job series dropped). One line per result type.
-RENDERERS: dict[type, Any] = {**maxcompute.RENDERERS, **emr_serverless_spark.RENDERERS, **dataarts_factory.RENDERERS}
 CUMULATIVE = frozenset({"counter", "histogram"})
 # zlib-ng's level 2: its fastest level that is still as small as stock zlib's level 1 (6.3 MB against 6.6 MB at
 # 268,000 samples), at 2.6x its speed; the compression is most of a publish's CPU, the size hardly matters to a scrape.
@@ -76,23 +78,44 @@ def compressors() -> ThreadPoolExecutor:
 
 
 class Renderer:
-    """Renders views; an API's families are rendered once per poll result and reused until the next."""
+    """Renders views of the APIs in `apis`; an API's families are rendered once per poll result (and share of the
+    per-job cap) and reused until the next."""
 
-    def __init__(self, gzip_level: int = GZIP_LEVEL) -> None:
-        self._cache: dict[tuple[str, str], tuple[Fetched, list[Family], int]] = {}
+    def __init__(self, apis: Mapping[Key, Api[Any]], gzip_level: int = GZIP_LEVEL) -> None:
+        self._apis = apis
+        self._contexts: dict[Key, RenderContext] = {}
+        self._cache: dict[Key, tuple[Fetched[Any], int, list[Family], int]] = {}
         self._level = gzip_level
         self._segments: dict[int, Segment] = {}  # id(piece) -> its segment, for the pieces of the last render
         # Renders share these caches, so they run one at a time. A lock held on the event loop is not enough: a
         # publish cancelled while its render runs lets go of it, but its thread renders on.
         self._rendering = threading.Lock()
 
-    def _api_families(self, view: View, key: tuple[str, str], data: Fetched) -> tuple[list[Family], int]:
+    def _api_families(self, view: View, key: Key, data: Fetched[Any], budget: int) -> tuple[list[Family], int]:
         cached = self._cache.get(key)
-        if cached and cached[0] is data:
-            return cached[1], cached[2]
-        families, dropped = RENDERERS[type(data.result)](view.contexts[key[0]], data.result)
-        self._cache[key] = (data, families, dropped)
+        if cached and cached[0] is data and cached[1] == budget:
+            return cached[2], cached[3]
+        ctx = self._contexts.get(key)
+        if ctx is None or ctx.info != view.sources[key[0]]:
+            ctx = self._contexts[key] = RenderContext(view.sources[key[0]], budget)
+        ctx.budget = budget
+        families, dropped = self._apis[key].render(ctx, data.result)
+        self._cache[key] = (data, budget, families, dropped)
         return families, dropped
+
+    def budgets(self, view: View) -> dict[Key, int]:
+        """Returns each API's share of its source's `max_job_series`: the source's APIs with per-job series split it
+        by the jobs their fresh results hold (`split_budget`); a stale result shows no per-job series and claims
+        none."""
+        sizes: dict[str, dict[Key, int | None]] = defaultdict(dict)
+        for state in view.states:
+            key = (state.source, state.api)
+            jobs = self._apis[key].jobs
+            if jobs is not None:
+                fresh = state.fresh_data(view.now)
+                sizes[state.source][key] = None if state.data is None else jobs(fresh.result) if fresh else 0
+        return {key: share for source, apis in sizes.items()
+                for key, share in split_budget(view.sources[source].max_job_series, apis).items()}
 
     def families(self, view: View) -> list[Family]:
         """Returns every family of the view, then the self-metrics.
@@ -102,13 +125,14 @@ class Renderer:
         vanished and came back would read as a reset to `rate()`."""
         out: list[Family] = []
         dropped: dict[str, int] = defaultdict(int)
+        budgets = self.budgets(view)
         live = set()
         for state in view.states:
             key = (state.source, state.api)
             if state.data is None:
                 continue
             live.add(key)
-            families, n = self._api_families(view, key, state.data)
+            families, n = self._api_families(view, key, state.data, budgets.get(key, 0))
             if state.fresh_data(view.now) is None:
                 out.extend(f for f in families if f.kind in CUMULATIVE)
                 continue
@@ -116,7 +140,7 @@ class Renderer:
             dropped[state.source] += n
         for key in set(self._cache) - live:
             del self._cache[key]
-        dropped = {s: dropped[s] for s, ctx in view.contexts.items() if ctx.per_job_series}
+        dropped = {s: dropped[s] for s, info in view.sources.items() if info.per_job_series}
         out.extend(self_families(view, dropped))
         return out
 

@@ -21,10 +21,12 @@ from typing import Any
 import httpx
 import structlog
 
-from exporter.client import RequestCounter
-from exporter.config import EmrServerlessSparkConfig
+from exporter.contract import Api, Fetched, PollError, RequestCounter
 from exporter.credentials import Credentials
-from exporter.model import (
+from exporter.sources.alibaba import AcsCaller, acs_caller, json_param
+from exporter.sources.emr_serverless_spark import render
+from exporter.sources.emr_serverless_spark.config import EmrServerlessSparkConfig
+from exporter.sources.emr_serverless_spark.records import (
     ENDED_CU_HOURS,
     ENDED_DURATION,
     ENDED_MEMORY_BYTE_SECONDS,
@@ -33,13 +35,9 @@ from exporter.model import (
     SparkJobRun,
     SparkJobRuns,
 )
-from exporter.sources.alibaba import AcsCaller, acs_caller, json_param
-from exporter.sources.base import (
+from exporter.sources.fetching import (
     MB,
-    Api,
     BadRecord,
-    Fetched,
-    PollError,
     Skips,
     gather_or_cancel,
     held,
@@ -207,9 +205,10 @@ class EmrServerlessSparkSource:
         """Closes the source's HTTP client."""
         await self._caller.aclose()
 
-    def apis(self) -> list[Api]:
+    def apis(self) -> list[Api[SparkJobRuns]]:
         """Returns one API per workspace, named `ListJobRuns/<workspace id>`."""
-        return [Api(f"{ACTION}/{ws}", self._config.interval, partial(self.poll, ws)) for ws in self._config.workspaces]
+        return [Api(f"{ACTION}/{ws}", self._config.interval, partial(self.poll, ws), render.job_run_families,
+                    render.active_runs) for ws in self._config.workspaces]
 
     def query(self, *, token: str | None = None, max_results: int = PAGE_SIZE, **filters: Any) -> dict[str, Any]:
         """Returns one page's query: the filters (objects and arrays as compact JSON), region, queue and paging."""
@@ -239,7 +238,7 @@ class EmrServerlessSparkSource:
             runs = [r for r in runs if r.queue in wanted]
         return runs
 
-    async def poll(self, workspace: str) -> Fetched:
+    async def poll(self, workspace: str) -> Fetched[SparkJobRuns]:
         """Returns the workspace's active runs and its ended-run counts; nothing is counted unless both listings
         were read, so a failed poll leaves the window and the counts as they were (and when one listing fails, the
         other is cancelled: no request outlives the poll)."""
@@ -253,7 +252,6 @@ class EmrServerlessSparkSource:
         counted = ended.record(self._runs(finished, skips), end, finished.complete)
         log.debug("ended runs", workspace=workspace, window_seconds=round(end - start, 3), listed=len(finished.records),
                   counted=counted)
-        budget = self._config.max_job_series // len(self._config.workspaces)
-        result = SparkJobRuns(workspace, held(self._runs(active, skips)), ended.tally.freeze(), budget)
+        result = SparkJobRuns(workspace, held(self._runs(active, skips)), ended.tally.freeze())
         return Fetched(result, active.pages + finished.pages, len(active.records) + len(finished.records),
                        dict(skips.counts))

@@ -1,4 +1,4 @@
-"""What every source shares: the failure vocabulary, the poll outcome, the API descriptor, and record parsing."""
+"""What the sources share to fetch: paging (by number, with pages read by a few workers), and record parsing."""
 
 from __future__ import annotations
 
@@ -7,52 +7,19 @@ import math
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
 
+from exporter.contract import PollError
 from exporter.heap import untrack
 
 T = TypeVar("T")
 log = structlog.get_logger("exporter.sources")
 
 
-class PollError(Exception):
-    """A poll of one API failed; `reason` is the `poll_errors_total` label, `str()` is safe to log."""
-
-    def __init__(
-        self, reason: str, message: str, *, request_id: str | None = None, retry_after: float | None = None,
-        code: str = "",
-    ) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.request_id = request_id
-        self.retry_after = retry_after
-        self.code = code  # the vendor's error code, e.g. OBJECT_NOT_EXIST, when the response had one
-
-
 class BadRecord(Exception):
     """One record of a page is unusable; it is skipped and counted, the page is kept."""
-
-
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    """What one successful poll of one API produced: the domain result plus how it was obtained."""
-
-    result: Any
-    pages: int
-    records: int
-    skipped: Mapping[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Api:
-    """One polled API of a source: its vendor operation name, its interval, and the coroutine that polls it."""
-
-    name: str
-    interval: float
-    fetch: Callable[[], Awaitable[Fetched]]
 
 
 class Skips:

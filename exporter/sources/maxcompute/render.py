@@ -1,4 +1,4 @@
-"""MaxCompute's metric families, from GetRunningJobs and ListJobSnapshotInfos results."""
+"""MaxCompute's metric families, from its three APIs' results: the one place their metric names live."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 from typing import TypeVar
 
-from exporter.metrics.context import SourceContext
-from exporter.metrics.format import (
+from exporter.exposition.context import RenderContext
+from exporter.exposition.format import (
     Buckets,
     Family,
     counter,
@@ -19,7 +19,7 @@ from exporter.metrics.format import (
     labels,
     per_job_gauge,
 )
-from exporter.model import FinishedJobs, JobSnapshot, RunningJob, RunningJobs, SnapshotJob
+from exporter.sources.maxcompute.records import FinishedJobs, JobSnapshot, RunningJob, RunningJobs, SnapshotJob
 
 WAITING_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 RATIO_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.5, 2.0)
@@ -58,13 +58,13 @@ def _sums(groups: dict[tuple[str, ...], dict[str, tuple]], field: str) -> dict[t
     return out
 
 
-def _rows(ctx: SourceContext, names: tuple[str, ...], table: dict[tuple[str, ...], float]) -> list[tuple[str, float]]:
+def _rows(ctx: RenderContext, names: tuple[str, ...], table: dict[tuple[str, ...], float]) -> list[tuple[str, float]]:
     """Returns (label string, value) rows for values keyed by label values: one label string per distinct key."""
     base = (("source", ctx.source), ("region", ctx.region))
     return [(labels((*base, *zip(names, key, strict=True))), value) for key, value in table.items()]
 
 
-def _owner(ctx: SourceContext) -> tuple[tuple[str, ...], Callable[[str], tuple[str, ...]]]:
+def _owner(ctx: RenderContext) -> tuple[tuple[str, ...], Callable[[str], tuple[str, ...]]]:
     """Returns the owner label's names (none when dropped) and the function giving its values."""
     if ctx.owner_label == "drop":
         return (), lambda owner: ()
@@ -72,7 +72,7 @@ def _owner(ctx: SourceContext) -> tuple[tuple[str, ...], Callable[[str], tuple[s
 
 
 def _per_job(
-    ctx: SourceContext, cache: str, kept: Sequence[tuple], fields: Sequence[str], label_names: tuple[str, ...],
+    ctx: RenderContext, cache: str, kept: Sequence[tuple], fields: Sequence[str], label_names: tuple[str, ...],
     make: Callable[[J], bytes], table: list[tuple[str, str, str]],
 ) -> list[Family]:
     """Returns the per-job families of `table` (name, help, field) for the kept jobs (empty ones when none is kept).
@@ -85,14 +85,19 @@ def _per_job(
     return [per_job_gauge(name, help_, prefixes, columns[field]) for name, help_, field in table]
 
 
-def _running_prefix(ctx: SourceContext) -> Callable[[RunningJob], bytes]:
+def job_count(result: RunningJobs | JobSnapshot) -> int:
+    """Returns how many jobs a result could give per-job series to."""
+    return len(result.jobs)
+
+
+def _running_prefix(ctx: RenderContext) -> Callable[[RunningJob], bytes]:
     """Returns a function making `labels} `, encoded: the part a running job's samples share."""
     owner_names, owner = _owner(ctx)
     make = label_template(("source", "region", "project", "quota", *owner_names, "instance_id"))
     return lambda j: (make(ctx.source, ctx.region, j.project, j.quota, *owner(j.owner), j.instance_id) + "} ").encode()
 
 
-def _snapshot_prefix(ctx: SourceContext) -> Callable[[SnapshotJob], bytes]:
+def _snapshot_prefix(ctx: RenderContext) -> Callable[[SnapshotJob], bytes]:
     """Returns a function making `labels} `, encoded: the part a snapshot job's samples share."""
     owner_names, owner = _owner(ctx)
     make = label_template(("source", "region", "project", "quota", "job_type", *owner_names, "priority",
@@ -114,7 +119,7 @@ RUNNING_PER_JOB: list[tuple[str, str, str]] = [
 ]
 
 
-def running_families(ctx: SourceContext, result: RunningJobs) -> tuple[list[Family], int]:
+def running_families(ctx: RenderContext, result: RunningJobs) -> tuple[list[Family], int]:
     """Returns the GetRunningJobs families and how many jobs the per-job cap dropped."""
     jobs = result.jobs
     by_quota = _grouped(jobs, zip(map(attrgetter("quota"), jobs)), RunningJob._fields)
@@ -162,7 +167,7 @@ SNAPSHOT_PER_JOB: list[tuple[str, str, str]] = [
 
 
 def _quota_histograms(
-    ctx: SourceContext, by_group: dict[tuple[str, ...], dict[str, tuple]], field: str, bounds: tuple
+    ctx: RenderContext, by_group: dict[tuple[str, ...], dict[str, tuple]], field: str, bounds: tuple
 ) -> list[tuple[str, Buckets]]:
     """Returns one gauge histogram per quota over the jobs' values of `field` (quotas where no job has a value have
     none), from the columns by GROUP: a quota's values are its groups' columns end to end."""
@@ -173,7 +178,7 @@ def _quota_histograms(
     return _rows(ctx, ("quota",), per_quota)  # type: ignore[arg-type]
 
 
-def snapshot_families(ctx: SourceContext, result: JobSnapshot) -> tuple[list[Family], int]:
+def snapshot_families(ctx: RenderContext, result: JobSnapshot) -> tuple[list[Family], int]:
     """Returns the ListJobSnapshotInfos families and how many jobs the per-job cap dropped."""
     jobs = result.jobs
     by_group = _grouped(jobs, map(attrgetter(*GROUP), jobs), SnapshotJob._fields)
@@ -214,7 +219,7 @@ FINISHED_HISTOGRAMS = [
 ]
 
 
-def finished_families(ctx: SourceContext, result: FinishedJobs) -> tuple[list[Family], int]:
+def finished_families(ctx: RenderContext, result: FinishedJobs) -> tuple[list[Family], int]:
     """Returns the GetJobInfo families: cumulative counters and histograms of finished jobs."""
     base = (("source", ctx.source), ("region", ctx.region))
 
@@ -232,5 +237,3 @@ def finished_families(ctx: SourceContext, result: FinishedJobs) -> tuple[list[Fa
     ]
     return families, 0
 
-
-RENDERERS = {RunningJobs: running_families, JobSnapshot: snapshot_families, FinishedJobs: finished_families}

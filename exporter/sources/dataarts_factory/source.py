@@ -12,7 +12,6 @@ a workspace (they are the jobs' ids in the API's paths): a name seen twice is co
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from functools import partial
 from operator import attrgetter
@@ -21,16 +20,14 @@ from typing import Any
 import httpx
 import structlog
 
-from exporter.client import RequestCounter
-from exporter.config import DataArtsFactoryConfig
+from exporter.contract import Api, Fetched, PollError, RequestCounter
 from exporter.credentials import Credentials
-from exporter.model import DataArtsJob, DataArtsJobList
-from exporter.sources.base import (
-    Api,
+from exporter.sources.dataarts_factory import render
+from exporter.sources.dataarts_factory.config import DataArtsFactoryConfig
+from exporter.sources.dataarts_factory.records import DataArtsJob, DataArtsJobList
+from exporter.sources.fetching import (
     BadRecord,
-    Fetched,
     Page,
-    PollError,
     Skips,
     fetch_numbered_pages,
     held,
@@ -81,19 +78,6 @@ def parse_job(item: Any, requested_type: str) -> DataArtsJob:
     )
 
 
-def split_budget(total: int, sizes: Mapping[str, int | None]) -> dict[str, int]:
-    """Returns each list's share of `total` per-job series: lists that need less than an equal share get what they
-    need, the rest split what is left equally. A list not polled yet (size None) claims a full equal share."""
-    budget: dict[str, int] = {}
-    left, remaining = total, len(sizes)
-    for key, size in sorted(sizes.items(), key=lambda kv: math.inf if kv[1] is None else kv[1]):
-        share = left // remaining
-        budget[key] = share if size is None else min(size, share)
-        left -= budget[key]
-        remaining -= 1
-    return budget
-
-
 class DataArtsFactorySource:
     """Polls the job lists of one project's workspaces."""
 
@@ -101,8 +85,6 @@ class DataArtsFactorySource:
         self._config = config
         self._caller = caller
         self._pairs = [(ws, jt) for ws in (config.workspaces or [None]) for jt in config.job_types]
-        # The latest job count of each list, to split max_job_series between them.
-        self._sizes: dict[str, int | None] = {api_name(ws, jt): None for ws, jt in self._pairs}
 
     @classmethod
     def from_config(
@@ -118,11 +100,12 @@ class DataArtsFactorySource:
         """Closes the source's HTTP client."""
         await self._caller.aclose()
 
-    def apis(self) -> list[Api]:
+    def apis(self) -> list[Api[DataArtsJobList]]:
         """Returns one polled API per (workspace, job type)."""
-        return [Api(api_name(ws, jt), self._config.interval, partial(self.job_list, ws, jt)) for ws, jt in self._pairs]
+        return [Api(api_name(ws, jt), self._config.interval, partial(self.job_list, ws, jt), render.job_list_families,
+                    render.job_count) for ws, jt in self._pairs]
 
-    async def job_list(self, workspace: str | None, job_type: str) -> Fetched:
+    async def job_list(self, workspace: str | None, job_type: str) -> Fetched[DataArtsJobList]:
         """Returns every job of one workspace and job type (all pages: `offset` is the page number from 0)."""
         name = api_name(workspace, job_type)
         skips = Skips()
@@ -153,8 +136,5 @@ class DataArtsFactorySource:
             # Many repeats mean the endpoint reads `offset` as a count of records, not as a page number.
             log.warning("job names repeat across pages", api=name, duplicates=skips.counts["duplicate"],
                         records=read[0])
-        self._sizes[name] = len(jobs)
-        budget = split_budget(self._config.max_job_series, self._sizes)[name]
-        result = DataArtsJobList(self._config.project_id, workspace or DEFAULT_WORKSPACE, job_type, held(jobs),
-                                 budget)
+        result = DataArtsJobList(self._config.project_id, workspace or DEFAULT_WORKSPACE, job_type, held(jobs))
         return Fetched(result, pages, read[0], dict(skips.counts))

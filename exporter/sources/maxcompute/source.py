@@ -16,16 +16,12 @@ from typing import Any
 import httpx
 import structlog
 
-from exporter.client import RequestCounter
-from exporter.config import MaxComputeConfig
+from exporter.contract import Api, Fetched, RequestCounter
 from exporter.credentials import Credentials
-from exporter.model import JobSnapshot, RunningJob, RunningJobs, SnapshotJob
 from exporter.sources.alibaba import AcsCaller, acs_caller
-from exporter.sources.base import (
+from exporter.sources.fetching import (
     MB,
-    Api,
     BadRecord,
-    Fetched,
     Page,
     Skips,
     fetch_numbered_pages,
@@ -37,7 +33,10 @@ from exporter.sources.base import (
     text,
     unique,
 )
-from exporter.sources.maxcompute_jobinfo import FinishedJobTracker
+from exporter.sources.maxcompute import render
+from exporter.sources.maxcompute.config import MaxComputeConfig
+from exporter.sources.maxcompute.jobinfo import FinishedJobTracker
+from exporter.sources.maxcompute.records import JobSnapshot, RunningJob, RunningJobs, SnapshotJob
 
 VERSION = "2022-01-04"
 RUNNING_PAGE_SIZE = 20  # the documented maximum for GetRunningJobs
@@ -107,14 +106,17 @@ class MaxComputeSource:
         """Closes the source's HTTP client."""
         await self._caller.aclose()
 
-    def apis(self) -> list[Api]:
-        """Returns the polled APIs with their intervals."""
-        apis = [
-            Api("GetRunningJobs", self._config.interval, self.running_jobs),
-            Api("ListJobSnapshotInfos", self._config.snapshot_interval, self.snapshot),
+    def apis(self) -> list[Api[Any]]:
+        """Returns the polled APIs with their intervals: the running jobs and the snapshot, each with per-job series,
+        and GetJobInfo's finished-job counts when `finished_jobs` is on."""
+        apis: list[Api[Any]] = [
+            Api("GetRunningJobs", self._config.interval, self.running_jobs, render.running_families, render.job_count),
+            Api("ListJobSnapshotInfos", self._config.snapshot_interval, self.snapshot, render.snapshot_families,
+                render.job_count),
         ]
         if self.finished:
-            apis.append(Api("GetJobInfo", self._config.job_info_interval, self.finished.poll))
+            apis.append(Api("GetJobInfo", self._config.job_info_interval, self.finished.poll,
+                            render.finished_families))
         return apis
 
     async def _observe(self, api: str, jobs: list[Any], skips: Skips) -> None:
@@ -136,7 +138,7 @@ class MaxComputeSource:
             query["quotaNicknameList"] = ",".join(cfg.quotas)
         return query
 
-    async def running_jobs(self) -> Fetched:
+    async def running_jobs(self) -> Fetched[RunningJobs]:
         """Returns every running job (GetRunningJobs, all pages), filtered by the configured projects."""
         now = int(self._clock())
         skips = Skips()
@@ -183,7 +185,7 @@ class MaxComputeSource:
             body["quotaNickname"] = cfg.quotas[0]
         return query, body
 
-    async def snapshot(self) -> Fetched:
+    async def snapshot(self) -> Fetched[JobSnapshot]:
         """Returns the jobs present now (ListJobSnapshotInfos at `to` = now, all pages)."""
         at = int(self._clock())
         skips = Skips()

@@ -6,9 +6,9 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from exporter.metrics.context import SourceContext
-from exporter.metrics.format import Family, counter, frozen_histogram, gauge, labels
-from exporter.model import (
+from exporter.exposition.context import RenderContext
+from exporter.exposition.format import Family, counter, frozen_histogram, gauge, labels
+from exporter.sources.emr_serverless_spark.records import (
     ENDED_CU_HOURS,
     ENDED_DURATION,
     ENDED_MEMORY_BYTE_SECONDS,
@@ -38,7 +38,12 @@ def _rows(
             for values, v in series.items()]
 
 
-def job_run_families(ctx: SourceContext, result: SparkJobRuns) -> tuple[list[Family], int]:
+def active_runs(result: SparkJobRuns) -> int:
+    """Returns how many runs a result could give per-job series to: its active runs."""
+    return len(result.active)
+
+
+def job_run_families(ctx: RenderContext, result: SparkJobRuns) -> tuple[list[Family], int]:
     """Returns the families of one workspace and how many runs the per-job cap dropped."""
     base = (("source", ctx.source), ("region", ctx.region), ("workspace", result.workspace))
     active: dict[str, int] = defaultdict(int)
@@ -56,7 +61,7 @@ def job_run_families(ctx: SourceContext, result: SparkJobRuns) -> tuple[list[Fam
     ]
     families += [counter(name, help_, _rows(base, ("queue",), ended.counters.get(key, {}), SCALE.get(key, 1.0)))
                  for key, name, help_ in ENDED_SUMS]
-    kept, dropped = ctx.capped(result.active, lambda r: r.vcore_seconds, budget=result.job_series_budget)
+    kept, dropped = ctx.capped(result.active, lambda r: r.vcore_seconds)
     if kept:
         families.append(gauge(
             "emr_spark_job_run_submitted_timestamp_seconds", "When the active run was submitted (UNIX seconds).",
@@ -66,5 +71,3 @@ def job_run_families(ctx: SourceContext, result: SparkJobRuns) -> tuple[list[Fam
         ))
     return families, dropped
 
-
-RENDERERS = {SparkJobRuns: job_run_families}

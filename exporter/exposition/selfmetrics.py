@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 
 from exporter import __version__
-from exporter.metrics.format import Family, counter, frozen_histogram, gauge, labels
+from exporter.exposition.format import Family, counter, frozen_histogram, gauge, labels
 from exporter.store import View
 
 

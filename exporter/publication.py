@@ -1,0 +1,26 @@
+"""What the poll side publishes for the HTTP side: one immutable value, swapped in whole after each poll."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from exporter.exposition.renderer import Exposition
+from exporter.store import ApiState
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """The exposition a scrape serves, and each API's state as that exposition shows it (for `/` and `/-/ready`)."""
+
+    exposition: Exposition
+    states: tuple[ApiState, ...]
+
+    @property
+    def polled(self) -> int:
+        """Returns how many APIs have finished a poll that this exposition shows."""
+        return sum(1 for s in self.states if s.polls)
+
+    @property
+    def ready(self) -> bool:
+        """Returns True once every API's first poll is shown: a scrape then sees every source."""
+        return self.polled == len(self.states)
