@@ -231,7 +231,7 @@ def _phases(renderer: Any, view: Any) -> dict[str, Any]:
     exposition = renderer.expose(families)
     comp.end()
     return {"render": render.as_dict(), "compress": comp.as_dict(), "text_bytes": sum(map(len, text)),
-            "gzip_bytes": len(exposition.gzipped), "openmetrics_bytes": sum(map(len, om))}
+            "gzip_bytes": sum(map(len, exposition.gz_chunks)), "openmetrics_bytes": sum(map(len, om))}
 
 
 async def exporter_role(args: argparse.Namespace) -> None:

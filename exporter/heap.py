@@ -23,7 +23,7 @@ MALLOC_TRIM = _malloc_trim()
 def return_free_memory() -> bool:
     """Returns the heap's free pages to the system (glibc's malloc_trim); returns whether any were. An exposition
     is tens of MB in multi-MB blocks that glibc carves from its heap once it has freed a few, and each publish
-    frees the last one's: without this, the holes they leave stay resident (about 35 MB at 20,000 jobs)."""
+    frees the last one's: without this, the holes they leave stay resident (docs/performance.md has the figure)."""
     return bool(MALLOC_TRIM and MALLOC_TRIM(0))
 
 
@@ -44,8 +44,8 @@ def untrack(records: Iterable[tuple]) -> None:
     collector's view; objects it does not track (untracking those would corrupt memory) are left alone.
 
     Such a record cannot be part of a reference cycle, and CPython untracks an exact tuple of such values by itself,
-    but not a tuple subclass: left tracked, every job held was visited by every full collection, about 25 ms at
-    20,000 jobs with the GIL held and the event loop stalled. Reference counting still frees them."""
+    but not a tuple subclass: left tracked, every job held was visited by every full collection, with the GIL held
+    and the event loop stalled (docs/performance.md). Reference counting still frees them."""
     if GC_UNTRACK is not None:
         for record in records:
             if gc.is_tracked(record):

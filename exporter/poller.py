@@ -61,7 +61,6 @@ class Poller:
         self._backoff_until: dict[Key, float] = {}
         self._throttled_in_a_row: dict[Key, int] = {}
         self._failing: dict[Key, str] = {}
-        self._published_fresh: frozenset[Key] = frozenset()
         view = store.view(clock())
         self.published = Publication(self._renderer.render(view), view.states)
 
@@ -115,18 +114,15 @@ class Poller:
         """Renders the store off the event loop and swaps the new exposition in."""
         async with self._render_lock:
             view = self.store.view(self._clock())
-            self._published_fresh = self._fresh_keys(view.now)
             # Ready means /metrics shows every API's first poll: the states published are the exposition's own.
             self.published = Publication(await asyncio.to_thread(self._renderer.render, view), view.states)
             await asyncio.to_thread(return_free_memory)  # the last exposition's, unless a scrape still sends it
 
-    def _fresh_keys(self, now: float) -> frozenset[Key]:
-        return frozenset((s.source, s.api) for s in self.store.states.values() if s.fresh_data(now) is not None)
-
     async def housekeeping(self) -> None:
-        """Re-publishes when some API's data has just gone stale, so its series leave /metrics."""
-        if self._fresh_keys(self._clock()) != self._published_fresh:
-            await self.publish()
+        """Re-publishes between polls: an API's data that has just gone stale leaves /metrics, and the process'
+        own series (CPU, memory) stay at most HOUSEKEEPING_INTERVAL old. An unchanged API's families and their
+        deflate segments are reused, so such a publish renders only the exporter's own series."""
+        await self.publish()
 
 
 def schedule(poller: Poller, scheduler: AsyncIOScheduler) -> None:

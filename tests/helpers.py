@@ -17,7 +17,7 @@ from exporter.config import parse_config
 from exporter.contract import Api, RequestCounter, SourceInfo
 from exporter.credentials import static
 from exporter.exposition.context import RenderContext
-from exporter.exposition.renderer import Renderer
+from exporter.exposition.renderer import Exposition, Renderer
 from exporter.runtime import Exporter, build, serve
 from exporter.sources import KINDS
 from exporter.store import Store
@@ -115,6 +115,24 @@ def samples(text: str) -> dict[str, dict[frozenset, float]]:
         for s in family.samples:
             out.setdefault(s.name, {})[frozenset(s.labels.items())] = s.value
     return out
+
+
+def body(exposition: Exposition, *, openmetrics: bool = False, gzipped: bool = False) -> bytes:
+    """Returns an exposition's body as one bytes object, as a scrape in that format and encoding receives it."""
+    if openmetrics:
+        return b"".join(exposition.om_gz_chunks if gzipped else exposition.om_chunks)
+    return b"".join(exposition.gz_chunks if gzipped else exposition.chunks)
+
+
+def text_of(exposition: Exposition) -> str:
+    """Returns an exposition's text format."""
+    return body(exposition).decode()
+
+
+def value(text: str, name: str, **labels: str) -> float | None:
+    """Returns the value of the sample `name` with exactly these labels in a text exposition, None when absent
+    (the exporter's own families are written by prometheus-client, which orders labels its own way)."""
+    return samples(text).get(name, {}).get(frozenset(labels.items()))
 
 
 async def scrape(base_url: str, path: str = "/metrics") -> dict[str, dict[frozenset, float]]:

@@ -19,7 +19,7 @@ from exporter.simulator import Simulator, WorkloadParams
 from exporter.simulator.run import run_in_thread
 from exporter.simulator.sts import PROVIDER_ARN, ROLE_ARN
 from exporter.sources import KINDS
-from tests.helpers import eventually, running_exporter, scrape
+from tests.helpers import eventually, running_exporter, scrape, text_of, value
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.rrsa-token-one.c2lnbmF0dXJl"
 TOKEN2 = "eyJhbGciOiJSUzI1NiJ9.rrsa-token-two.c2lnbmF0dXJl"
@@ -114,7 +114,7 @@ async def test_credentials_are_refreshed_before_expiry_with_the_rotated_token(si
     clock.offset += 100  # not yet due again
     await exporter.poller.poll_once(target)
     assert provider.exchanges == 2
-    text = exporter.poller.published.exposition.text.decode()
+    text = text_of(exporter.poller.published.exposition)
     assert 'poll_errors_total{source="mc"' not in text
     assert sim.sim.stats.to_dict()[RUNNING]["status"] == {"200": 4}
 
@@ -130,8 +130,8 @@ async def test_a_hanging_sts_does_not_fail_polls_while_the_cached_credentials_ar
     clock.offset = 0.8 * 900 + 1  # a refresh is due, the credentials still have minutes left
     await exporter.poller.poll_once(target)
     await exporter.poller.poll_once(target)
-    text = exporter.poller.published.exposition.text.decode()
-    assert 'cloud_job_exporter_source_up{source="mc",kind="maxcompute",api="GetRunningJobs"} 1' in text
+    text = text_of(exporter.poller.published.exposition)
+    assert value(text, "cloud_job_exporter_source_up", source="mc", kind="maxcompute", api="GetRunningJobs") == 1
     assert 'poll_errors_total{source="mc"' not in text
     assert provider.exchanges == 1
 
@@ -157,8 +157,9 @@ async def test_a_rejected_token_is_an_auth_failure_without_secrets(sim, token_fi
     async with running_exporter(exporter) as url:
         with structlog.testing.capture_logs() as logs:
             await exporter.poller.poll_once(running_target(exporter))
-        text = exporter.poller.published.exposition.text.decode()
-        assert 'poll_errors_total{source="mc",api="GetRunningJobs",reason="auth"} 1' in text
+        text = text_of(exporter.poller.published.exposition)
+        assert value(text, "cloud_job_exporter_poll_errors_total", source="mc", api="GetRunningJobs",
+                     reason="auth") == 1
         failures = [e for e in logs if e["event"] == "poll failed"]
         assert failures and all(f["reason"] == "auth" for f in failures)
         assert "STS AssumeRoleWithOIDC" in str(failures[0]) and "AuthenticationFail" in str(failures[0])
@@ -210,8 +211,8 @@ def base_source(**extra: Any) -> Any:
 def test_the_vendor_rrsa_variables_are_used_when_no_access_key_is_set(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    for name, value in zip(RRSA_ENV, (ROLE_ARN, PROVIDER_ARN, str(tmp_path / "tok")), strict=True):
-        monkeypatch.setenv(name, value)
+    for name, setting in zip(RRSA_ENV, (ROLE_ARN, PROVIDER_ARN, str(tmp_path / "tok")), strict=True):
+        monkeypatch.setenv(name, setting)
     monkeypatch.delenv("ALIBABA_CLOUD_ACCESS_KEY_ID", raising=False)
     monkeypatch.delenv("ALIBABA_CLOUD_ROLE_SESSION_NAME", raising=False)
     monkeypatch.delenv("ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED", raising=False)

@@ -15,7 +15,17 @@ from exporter.poller import Target
 from exporter.runtime import Exporter
 from exporter.simulator import Simulator, WorkloadParams
 from exporter.simulator.run import run_in_thread
-from tests.helpers import ACS_FAULTS, KEY_ID, SECRET, eventually, maxcompute_exporter, running_exporter, scrape
+from tests.helpers import (
+    ACS_FAULTS,
+    KEY_ID,
+    SECRET,
+    eventually,
+    maxcompute_exporter,
+    running_exporter,
+    scrape,
+    text_of,
+    value,
+)
 
 RUNNING, SNAPSHOT = "GetRunningJobs", "ListJobSnapshotInfos"
 
@@ -75,8 +85,9 @@ async def test_throttling_backs_off_as_the_vendor_asks(simulator) -> None:
     requests_after_first = simulator.sim.stats.to_dict()
     await exporter.poller.poll_once(running)  # within the 60 s the vendor asked for: not sent
     assert simulator.sim.stats.to_dict() == requests_after_first
-    text = exporter.poller.published.exposition.text.decode()
-    assert 'cloud_job_exporter_polls_skipped_total{source="mc",api="GetRunningJobs",reason="backoff"} 1' in text
+    text = text_of(exporter.poller.published.exposition)
+    assert value(text, "cloud_job_exporter_polls_skipped_total", source="mc", api="GetRunningJobs",
+                 reason="backoff") == 1
 
 
 async def test_wrong_secret_is_an_auth_error_that_never_shows_the_secret(simulator) -> None:
@@ -98,9 +109,10 @@ async def test_wrong_secret_is_an_auth_error_that_never_shows_the_secret(simulat
 async def test_connection_refused(simulator) -> None:
     exporter = maxcompute_exporter("http://127.0.0.1:9", interval="1h", snapshot_interval="1h")
     await exporter.poller.poll_once(target(exporter, RUNNING))
-    text = exporter.poller.published.exposition.text.decode()
-    assert 'cloud_job_exporter_poll_errors_total{source="mc",api="GetRunningJobs",reason="connection"} 1' in text
-    assert 'cloud_job_exporter_api_requests_total{source="mc",api="GetRunningJobs",code="error"} 1' in text
+    text = text_of(exporter.poller.published.exposition)
+    assert value(text, "cloud_job_exporter_poll_errors_total", source="mc", api="GetRunningJobs",
+                 reason="connection") == 1
+    assert value(text, "cloud_job_exporter_api_requests_total", source="mc", api="GetRunningJobs", code="error") == 1
 
 
 async def test_bad_records_are_skipped_and_counted_not_the_page(simulator) -> None:
@@ -129,6 +141,6 @@ async def test_per_job_series_vanish_when_the_job_finishes() -> None:
             return first - now
 
         gone = await eventually(some_finished, timeout=10, interval=0.2)
-    text = exporter.poller.published.exposition.text.decode()
+    text = text_of(exporter.poller.published.exposition)
     for instance in gone:
         assert f'instance_id="{instance}"' not in text

@@ -13,7 +13,7 @@ from exporter.contract import Fetched, SourceInfo
 from exporter.exposition.context import RenderContext
 from exporter.sources.maxcompute.records import JobSnapshot, RunningJob, RunningJobs, SnapshotJob
 from exporter.store import Store
-from tests.helpers import rendering, source_apis
+from tests.helpers import body, rendering, source_apis, text_of, value
 
 MC_APIS = source_apis("maxcompute")
 INFO = SourceInfo("mc", "maxcompute", "cn-hangzhou")
@@ -37,7 +37,7 @@ def render(results: dict[str, object], now: float = 100.0, **ctx: object) -> dic
                                 **ctx))  # type: ignore[arg-type]
     for api, result in results.items():
         store.record_success(("mc", api), Fetched(result, 1, 0), end=now, duration=0.1)
-    text = renderer.render(store.view(now)).text.decode()
+    text = text_of(renderer.render(store.view(now)))
     out: dict[str, dict] = {}
     for family in parse_text(text):
         for s in family.samples:
@@ -80,7 +80,7 @@ def test_per_job_values_follow_each_poll_through_the_reused_texts() -> None:
     for n, progress in enumerate(polls):
         jobs = RunningJobs(tuple(running(i)._replace(progress=p) for i, p in enumerate(progress)))
         store.record_success(("mc", "GetRunningJobs"), Fetched(jobs, 1, 0), end=100.0 + n, duration=0.1)
-        text = renderer.render(store.view(100.0 + n)).text.decode()
+        text = text_of(renderer.render(store.view(100.0 + n)))
         (family,) = [f for f in parse_text(text) if f.name == "maxcompute_running_job_progress_ratio"]
         shown = {s.labels["instance_id"]: s.value for s in family.samples}
         assert shown == {f"job{i}": p for i, p in enumerate(progress) if p is not None}, f"poll {n}"
@@ -113,7 +113,7 @@ def test_owner_label_hashed_is_stable_and_hides_the_name() -> None:
     (labels,) = first["maxcompute_running_job_progress_ratio"]
     owner = dict(labels)["owner"]
     assert len(owner) == 16 and "alice" not in owner
-    assert first == second
+    assert first["maxcompute_running_job_progress_ratio"] == second["maxcompute_running_job_progress_ratio"]
 
 
 def test_snapshot_sums_and_gauge_histograms() -> None:
@@ -137,12 +137,12 @@ def test_stale_data_leaves_but_health_stays() -> None:
     store, renderer = rendering({"GetRunningJobs": MC_APIS["GetRunningJobs"]}, INFO)
     store.record_success(("mc", "GetRunningJobs"), Fetched(RunningJobs((running(1),)), 1, 1), end=100, duration=0.1)
     store.record_failure(("mc", "GetRunningJobs"), "server", "HTTP 500", end=130, duration=0.1)
-    fresh = renderer.render(store.view(150)).text.decode()
+    fresh = text_of(renderer.render(store.view(150)))
     assert "maxcompute_running_jobs{" in fresh
-    assert 'cloud_job_exporter_source_up{source="mc",kind="maxcompute",api="GetRunningJobs"} 0' in fresh
-    stale = renderer.render(store.view(191)).text.decode()
+    assert value(fresh, "cloud_job_exporter_source_up", source="mc", kind="maxcompute", api="GetRunningJobs") == 0
+    stale = text_of(renderer.render(store.view(191)))
     assert "maxcompute_running_jobs{" not in stale
-    assert 'cloud_job_exporter_poll_errors_total{source="mc",api="GetRunningJobs",reason="server"} 1' in stale
+    assert value(stale, "cloud_job_exporter_poll_errors_total", source="mc", api="GetRunningJobs", reason="server") == 1
 
 
 def test_label_values_are_escaped() -> None:
@@ -154,7 +154,7 @@ def test_label_values_are_escaped() -> None:
 def test_openmetrics_form_parses_with_gauge_histograms_and_eof() -> None:
     store, renderer = rendering({"ListJobSnapshotInfos": MC_APIS["ListJobSnapshotInfos"]}, INFO, 180)
     store.record_success(("mc", "ListJobSnapshotInfos"), Fetched(JobSnapshot((snap(1),), 1.0), 1, 1), 10, 0.1)
-    om, _ = renderer.render(store.view(10)).openmetrics()
+    om = body(renderer.render(store.view(10)), openmetrics=True)
     families = {f.name: f for f in parse_openmetrics(om.decode())}
     assert families["maxcompute_snapshot_job_waiting_seconds"].type == "gaugehistogram"
     assert families["cloud_job_exporter_poll_duration_seconds"].type == "histogram"
@@ -168,7 +168,7 @@ def test_promtool_accepts_the_exposition() -> None:
                         ("ListJobSnapshotInfos", JobSnapshot(tuple(snap(i) for i in range(5)), 5.0))):
         store.record_success(("mc", api), Fetched(result, 1, 5), 10, 0.1)
     store.record_failure(("mc", "GetRunningJobs"), "timeout", "slow", 20, 10.0)
-    text = renderer.render(store.view(20)).text
+    text = body(renderer.render(store.view(20)))
     result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, check=False)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
 
@@ -183,7 +183,7 @@ def test_stale_counters_stay_while_stale_gauges_go() -> None:
     store, renderer = rendering({name: MC_APIS[name] for name in ("GetJobInfo", "GetRunningJobs")}, INFO)
     store.record_success(("mc", "GetJobInfo"), Fetched(FinishedJobs(tally.freeze()), 1, 1), end=100, duration=0.1)
     store.record_success(("mc", "GetRunningJobs"), Fetched(RunningJobs((running(1),)), 1, 1), end=100, duration=0.1)
-    stale = renderer.render(store.view(500)).text.decode()
+    stale = text_of(renderer.render(store.view(500)))
     assert 'maxcompute_jobs_finished_total{source="mc"' in stale
     assert "maxcompute_job_run_duration_seconds_count{" in stale
     assert "maxcompute_running_jobs{" not in stale
@@ -204,13 +204,13 @@ async def test_housekeeping_drops_stale_series_without_a_new_poll() -> None:
     target = Target("mc", replace(MC_APIS["GetRunningJobs"], fetch=fetch))
     poller = Poller(store, [target], clock=lambda: now[0])
     await poller.poll_once(target)
-    assert b"maxcompute_running_jobs{" in poller.published.exposition.text
+    assert b"maxcompute_running_jobs{" in body(poller.published.exposition)
     now[0] += 60
     await poller.housekeeping()
-    assert b"maxcompute_running_jobs{" in poller.published.exposition.text
+    assert b"maxcompute_running_jobs{" in body(poller.published.exposition)
     now[0] += 31  # 91 s after the last good poll: past stale_after
     await poller.housekeeping()
-    assert b"maxcompute_running_jobs{" not in poller.published.exposition.text
+    assert b"maxcompute_running_jobs{" not in body(poller.published.exposition)
 
 
 def test_owner_hash_is_the_first_16_hex_digits_of_sha256() -> None:
@@ -239,9 +239,9 @@ async def test_a_poll_that_never_ends_is_abandoned_as_a_timeout(monkeypatch) -> 
     target = Target("mc", replace(MC_APIS["GetRunningJobs"], fetch=hangs))
     poller = Poller(store, [target])
     await asyncio.wait_for(poller.poll_once(target), timeout=5)
-    text = poller.published.exposition.text.decode()
-    assert 'cloud_job_exporter_poll_errors_total{source="mc",api="GetRunningJobs",reason="timeout"} 1' in text
-    assert 'cloud_job_exporter_source_up{source="mc",kind="maxcompute",api="GetRunningJobs"} 0' in text
+    text = text_of(poller.published.exposition)
+    assert value(text, "cloud_job_exporter_poll_errors_total", source="mc", api="GetRunningJobs", reason="timeout") == 1
+    assert value(text, "cloud_job_exporter_source_up", source="mc", kind="maxcompute", api="GetRunningJobs") == 0
 
 
 # ---- histograms: one way from counts to samples, and `le` inclusive --------------------------------------------------
@@ -249,7 +249,7 @@ async def test_a_poll_that_never_ends_is_abandoned_as_a_timeout(monkeypatch) -> 
 
 def test_counts_become_buckets_one_way_with_the_same_bytes() -> None:
     from exporter.exposition.format import Buckets, frozen_histogram, histogram
-    from exporter.exposition.selfmetrics import self_families
+    from exporter.exposition.selfmetrics import SelfMetrics
     from exporter.store import POLL_DURATION_BUCKETS
     from exporter.tally import Tally
 
@@ -273,16 +273,22 @@ def test_counts_become_buckets_one_way_with_the_same_bytes() -> None:
     direct = Buckets.of(POLL_DURATION_BUCKETS, durations)
     for d in durations:
         store.record_success(("mc", "GetRunningJobs"), Fetched(RunningJobs(()), 1, 0), end=100.0, duration=d)
-    duration, = [f for f in self_families(store.view(100.0), {}) if f.name.endswith("poll_duration_seconds")]
+    text, _ = SelfMetrics().expose(store.view(100.0), {})
     lab = 'source="mc",api="GetRunningJobs"'
-    assert duration.text == direct.samples("cloud_job_exporter_poll_duration_seconds", lab, False).encode()
+    expected = parse_text("# TYPE cloud_job_exporter_poll_duration_seconds histogram\n" +
+                          direct.samples("cloud_job_exporter_poll_duration_seconds", lab, False))
+    (duration,) = [f for f in parse_text(text.decode()) if f.name == "cloud_job_exporter_poll_duration_seconds"]
+    def shown(samples: list) -> set:
+        return {(s.name, frozenset(s.labels.items()), s.value) for s in samples}
+
+    assert shown(duration.samples) == shown(next(iter(expected)).samples), "the self-metrics' histogram, the same"
 
 
 @pytest.mark.parametrize("value", [0.1, 1, 1.0, 2.5, 10])
 def test_a_value_equal_to_a_bound_is_counted_in_that_bounds_bucket(value: float) -> None:
     """Prometheus' `le` is inclusive: an observation equal to a bound belongs to that bound's bucket (and not to the
     one below), whether it was counted by Buckets or by a Tally, int or float."""
-    from exporter.exposition.format import Buckets, assemble, frozen_histogram, histogram
+    from exporter.exposition.format import Buckets, frozen_histogram, histogram, pieces
     from exporter.tally import Tally
 
     bounds = (0.1, 1, 2.5, 10)
@@ -292,7 +298,7 @@ def test_a_value_equal_to_a_bound_is_counted_in_that_bounds_bucket(value: float)
     families = [histogram("by_buckets", "h", [('a="x"', buckets)]),
                 frozen_histogram("by_tally", "h", [('a="x"', tally.freeze().histograms["h"][("x",)])])]
     for openmetrics, parse in ((False, parse_text), (True, parse_openmetrics)):
-        exposition = assemble(families, openmetrics).decode()
+        exposition = b"".join(pieces(families, openmetrics)).decode()
         for family in parse(exposition):
             cumulative = {float(s.labels["le"]): s.value for s in family.samples if s.name.endswith("_bucket")}
             below = [b for b in bounds if b < value]
@@ -324,9 +330,8 @@ def test_stitched_gzip_is_the_exposition_after_segments_are_reused() -> None:
         jobs = RunningJobs(tuple(running(i)._replace(progress=n / 10) for i in range(400)))
         store.record_success(("mc", "GetRunningJobs"), Fetched(jobs, 1, 0), end=100.0 + n, duration=0.1)
         exposition = renderer.render(store.view(100.0 + n))
-        assert gzip.decompress(exposition.gzipped) == exposition.text
-        om, om_gz = exposition.openmetrics()
-        assert gzip.decompress(om_gz) == om
+        assert gzip.decompress(body(exposition, gzipped=True)) == body(exposition)
+        assert gzip.decompress(body(exposition, openmetrics=True, gzipped=True)) == body(exposition, openmetrics=True)
         kept.append(exposition)
         deflated.append({id(c) for c in exposition.gz_chunks if len(c) >= OWN_SEGMENT // 8})
     assert deflated[0] & deflated[1] & deflated[2], "the unchanged snapshot families' segments were reused"
@@ -367,4 +372,4 @@ async def test_a_publish_cancelled_mid_render_keeps_the_next_render_waiting() ->
     release.set()
     await second
     assert inside[1] == 1
-    assert 'instance_id="job2"' in poller.published.exposition.text.decode()
+    assert 'instance_id="job2"' in text_of(poller.published.exposition)

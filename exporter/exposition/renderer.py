@@ -19,12 +19,12 @@ from typing import Any
 from exporter.contract import Api, Fetched
 from exporter.exposition.context import RenderContext, split_budget
 from exporter.exposition.format import Family, Segment, gzip_member, pieces
-from exporter.exposition.selfmetrics import self_families
+from exporter.exposition.selfmetrics import SelfMetrics
 from exporter.store import Key, View
 
 CUMULATIVE = frozenset({"counter", "histogram"})
-# zlib-ng's level 2: its fastest level that is still as small as stock zlib's level 1 (6.3 MB against 6.6 MB at
-# 268,000 samples), at 2.6x its speed; the compression is most of a publish's CPU, the size hardly matters to a scrape.
+# zlib-ng's level 2: its fastest level that is still as small as stock zlib's level 1 (docs/performance.md has the
+# figures); the compression is most of a publish's CPU, the size hardly matters to a scrape.
 GZIP_LEVEL = 2
 # Pieces at least this long get a deflate segment of their own, kept while the piece lives; shorter ones (headers,
 # aggregate and self-metric families) are joined with their neighbours and compressed afresh at each render.
@@ -41,20 +41,6 @@ class Exposition:
     gz_chunks: tuple[bytes, ...]
     om_chunks: tuple[bytes, ...]
     om_gz_chunks: tuple[bytes, ...]
-
-    @property
-    def text(self) -> bytes:
-        """Returns the text-format body as one bytes object (a copy: for tests and tools, not for serving)."""
-        return b"".join(self.chunks)
-
-    @property
-    def gzipped(self) -> bytes:
-        """Returns the text format's gzip as one bytes object (a copy: for tests and tools)."""
-        return b"".join(self.gz_chunks)
-
-    def openmetrics(self) -> tuple[bytes, bytes]:
-        """Returns (OpenMetrics bytes, their gzip), each joined (copies: for tests and tools)."""
-        return b"".join(self.om_chunks), b"".join(self.om_gz_chunks)
 
 
 def usable_cpus() -> int:
@@ -87,6 +73,7 @@ class Renderer:
         self._cache: dict[Key, tuple[Fetched[Any], int, list[Family], int]] = {}
         self._level = gzip_level
         self._segments: dict[int, Segment] = {}  # id(piece) -> its segment, for the pieces of the last render
+        self.self_metrics = SelfMetrics()
         # Renders share these caches, so they run one at a time. A lock held on the event loop is not enough: a
         # publish cancelled while its render runs lets go of it, but its thread renders on.
         self._rendering = threading.Lock()
@@ -117,8 +104,8 @@ class Renderer:
         return {key: share for source, apis in sizes.items()
                 for key, share in split_budget(view.sources[source].max_job_series, apis).items()}
 
-    def families(self, view: View) -> list[Family]:
-        """Returns every family of the view, then the self-metrics.
+    def families(self, view: View) -> tuple[list[Family], dict[str, int]]:
+        """Returns every job family of the view, and the per-job series the cap left out, by source.
 
         An API's data older than its `stale_after` loses its gauges (what is present now is unknown) but keeps its
         counters and histograms: they count what finished since start-up, which stays true, and a counter that
@@ -140,9 +127,7 @@ class Renderer:
             dropped[state.source] += n
         for key in set(self._cache) - live:
             del self._cache[key]
-        dropped = {s: dropped[s] for s, info in view.sources.items() if info.per_job_series}
-        out.extend(self_families(view, dropped))
-        return out
+        return out, {s: dropped[s] for s, info in view.sources.items() if info.per_job_series}
 
     def render(self, view: View) -> Exposition:
         """Returns the exposition of a view, compressed; CPU-bound, meant to run off the event loop."""
@@ -153,16 +138,20 @@ class Renderer:
             was_enabled = gc.isenabled()
             gc.disable()
             try:
-                return self.expose(self.families(view))
+                families, dropped = self.families(view)
+                return self.expose(families, self.self_metrics.expose(view, dropped))
             finally:
                 if was_enabled:
                     gc.enable()
 
-    def expose(self, families: list[Family]) -> Exposition:
-        """Returns the exposition of the families in both formats. Only pieces not seen in the last render are
-        compressed, on every core at once: an unchanged API's families reuse their segments, and OpenMetrics reuses
-        the text's."""
-        text, om = self._plan(pieces(families, openmetrics=False)), self._plan(pieces(families, openmetrics=True))
+    def expose(self, families: list[Family], tails: tuple[bytes, bytes] = (b"", b"")) -> Exposition:
+        """Returns the exposition of the families in both formats, each followed by its tail (the self-metrics,
+        already written in that format). Only pieces not seen in the last render are compressed, on every core at
+        once: an unchanged API's families reuse their segments, and OpenMetrics reuses the text's."""
+        text_tail, om_tail = tails
+        om_pieces = pieces(families, openmetrics=True)
+        om_pieces.insert(len(om_pieces) - 1, om_tail)  # before `# EOF`
+        text, om = self._plan([*pieces(families, openmetrics=False), text_tail]), self._plan(om_pieces)
         todo = {id(unit): unit for unit in (*text, *om) if isinstance(unit, bytes)}  # a family body once
         made = dict(zip(todo, compressors().map(partial(Segment.of, level=self._level), todo.values()), strict=True))
         text_segments = [made[id(u)] if isinstance(u, bytes) else u for u in text]

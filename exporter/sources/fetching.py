@@ -169,8 +169,7 @@ def held(records: Iterable[T]) -> tuple[T, ...]:
 
     It holds only records the collector no longer tracks, so it cannot be part of a reference cycle; but CPython lets
     go of a tuple only when its items are exact tuples, and left tracked, every full collection would visit each of its
-    records (a cache miss each: about 3 ms of every full collection at 41,000 jobs, with the GIL held and the
-    event loop stalled)."""
+    records, a cache miss each, with the GIL held and the event loop stalled (docs/performance.md)."""
     out = tuple(records)
     untrack((out,))
     return out

@@ -11,9 +11,10 @@ Two kinds of golden file live in `tests/golden/files/`:
   twice, the second time from equal new results, so it takes the label prefixes from the first render's caches.
 * The simulator (`simulator.prom`): the demo's three sources (`exporter.demo.demo_sources`) polling the simulator
   over real HTTP on 127.0.0.1, with a fixed seed and a frozen clock (`tests.helpers.FakeClock`, left at START),
-  scraped once every API has finished a poll (`/-/ready`). Only the job families are compared: the
-  `cloud_job_exporter_*` self-metrics hold poll durations and timestamps of the wall clock. The scrape is made in
-  three separate runs (a new simulator and exporter each time), which must give the same bytes. The families stay in
+  scraped once every API has finished a poll (`/-/ready`). Only the job families are compared: the exporter's
+  own (`cloud_job_exporter_*`, `process_*`, `python_*`) hold poll durations, timestamps and the process' figures.
+  The scrape is made in three separate runs (a new simulator and exporter each time), which must give the same
+  bytes. The families stay in
   the order served, which is fixed: the renderer walks the APIs in the order they were registered (the configured
   sources, then each source's APIs), not in the order their polls finished.
 
@@ -66,7 +67,7 @@ from exporter.runtime import build
 from exporter.simulator import Simulator, WorkloadParams
 from exporter.simulator.run import run_in_thread
 from exporter.sources import KINDS
-from exporter.sources.emr_serverless_spark.source import DURATION_BUCKETS as EMR_DEFAULT_BUCKETS
+from exporter.sources.emr_serverless_spark.config import DURATION_BUCKETS as EMR_DEFAULT_BUCKETS
 from tests.golden import records
 from tests.helpers import (
     KEY_ID,
@@ -82,7 +83,7 @@ from tests.helpers import (
 FILES = Path(__file__).parent / "files"
 UPDATE = os.environ.get("CJE_UPDATE_GOLDEN") == "1"
 DIFF_LINES = 60  # of the unified diff shown on a mismatch
-SELF_PREFIX = b"cloud_job_exporter_"
+SELF_PREFIXES = (b"cloud_job_exporter_", b"process_", b"python_")  # the exporter's own, and its process'
 
 # ---- comparing with a golden file ----------------------------------------------------------------------------------
 
@@ -212,15 +213,15 @@ EXPECTED_APIS = 9  # GetRunningJobs, ListJobSnapshotInfos, GetJobInfo; 2 x 2 Dat
 
 
 def job_families(exposition: bytes) -> bytes:
-    """Returns the text exposition without the `cloud_job_exporter_*` families, each family kept whole (HELP, TYPE
-    and samples), in the order served."""
+    """Returns the text exposition without the exporter's own families (`cloud_job_exporter_*`, `process_*`,
+    `python_*`), each family kept whole (HELP, TYPE and samples), in the order served."""
     blocks: list[list[bytes]] = []
     for line in exposition.splitlines(keepends=True):
         if line.startswith(b"# HELP "):
             blocks.append([])
         assert blocks, f"the exposition does not start with a HELP line: {line!r}"
         blocks[-1].append(line)
-    return b"".join(b"".join(block) for block in blocks if not block[0].split(b" ")[2].startswith(SELF_PREFIX))
+    return b"".join(b"".join(block) for block in blocks if not block[0].split(b" ")[2].startswith(SELF_PREFIXES))
 
 
 async def scrape_frozen_simulator() -> bytes:

@@ -25,7 +25,7 @@ from exporter.simulator import Simulator, WorkloadParams
 from exporter.simulator.dataarts_factory import PROJECT_ID, WORKSPACES
 from exporter.simulator.run import Endpoint, run_in_thread
 from exporter.sources import KINDS
-from tests.helpers import START, FakeClock, samples
+from tests.helpers import START, FakeClock, body, samples, text_of
 
 # The signing vectors' key pair: the simulator accepts what the vendor SDK signs with it.
 AK, SK = "HWAKTESTEXAMPLE000000", "HWSKTESTEXAMPLESECRETKEY00000000000000000"
@@ -214,7 +214,7 @@ def exporter_for(endpoint: Endpoint, secret: str = SK, **overrides: Any) -> Expo
 async def poll_all(exporter: Exporter) -> dict[str, dict[frozenset, float]]:
     for target in exporter.targets:
         await exporter.poller.poll_once(target)
-    return samples(exporter.poller.published.exposition.text.decode())
+    return samples(text_of(exporter.poller.published.exposition))
 
 
 def up(metrics: dict, api: str) -> float:
@@ -289,14 +289,14 @@ async def test_each_failure_mode_over_http(live: Endpoint, name: str, fault: dic
     httpx.post(f"{live.url}/-/sim/faults", json={"api": "ListJobs", **fault}).raise_for_status()
     target = next(t for t in exporter.targets if t.api.name == api_a)
     await exporter.poller.poll_once(target)
-    metrics = samples(exporter.poller.published.exposition.text.decode())
+    metrics = samples(text_of(exporter.poller.published.exposition))
     assert up(metrics, api_a) == 0 and errors(metrics, api_a, reason) == 1
     assert up(metrics, api_b) == 1  # the other workspace keeps its health
     assert any(("workspace", WS_A) in k for k in metrics["dataarts_jobs"])  # last good data stays until stale
     httpx.post(f"{live.url}/-/sim/faults", json={"reset": True}).raise_for_status()
     exporter.poller._backoff_until.clear()
     await exporter.poller.poll_once(target)
-    assert up(samples(exporter.poller.published.exposition.text.decode()), api_a) == 1
+    assert up(samples(text_of(exporter.poller.published.exposition)), api_a) == 1
     await asyncio.gather(*(s.aclose() for s in exporter.sources))
 
 
@@ -347,7 +347,7 @@ async def test_promtool_accepts_the_combined_demo_output(live: Endpoint) -> None
     assert {"maxcompute", "dataarts_factory"} <= {source.kind for source in config.sources}
     exporter = build(config, credentials=lambda cfg: (lambda: static(AK, SK)))
     await poll_all(exporter)
-    text = exporter.poller.published.exposition.text
+    text = body(exporter.poller.published.exposition)
     families = {line.split()[2] for line in text.decode().splitlines() if line.startswith("# TYPE")}
     assert {"maxcompute_running_jobs", "dataarts_jobs", "dataarts_job_last_instance_status"} <= families
     result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, check=False)

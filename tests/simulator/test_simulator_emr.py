@@ -32,7 +32,7 @@ from exporter.simulator import Simulator
 from exporter.simulator.emr_serverless_spark import WORKSPACES
 from exporter.simulator.run import Endpoint, run_in_thread
 from exporter.sources import KINDS
-from tests.helpers import ACS_FAULTS, KEY_ID, SECRET, START, FakeClock, samples
+from tests.helpers import ACS_FAULTS, KEY_ID, SECRET, START, FakeClock, body, samples, text_of
 
 WS, WS2 = WORKSPACES
 OPERATION = {"x-acs-action": "ListJobRuns", "x-acs-version": "2023-08-08"}
@@ -232,7 +232,7 @@ def target(exporter: Exporter, workspace: str) -> Target:
 
 
 def metrics(exporter: Exporter) -> dict[str, dict[frozenset, float]]:
-    return samples(exporter.poller.published.exposition.text.decode())
+    return samples(text_of(exporter.poller.published.exposition))
 
 
 def up(m: dict, workspace: str) -> float:
@@ -348,7 +348,7 @@ async def test_promtool_accepts_the_combined_demo_output(simulator) -> None:
     await asyncio.sleep(0.5)
     for t in exporter.targets:
         await exporter.poller.poll_once(t)
-    text = exporter.poller.published.exposition.text
+    text = body(exporter.poller.published.exposition)
     for family in (b"maxcompute_running_jobs{", b"dataarts_jobs{", b"emr_spark_job_runs{",
                    b"emr_spark_job_runs_finished_total{", b"emr_spark_job_run_duration_seconds_bucket{",
                    b"emr_spark_job_run_cu_seconds_total{", b"emr_spark_job_run_submitted_timestamp_seconds{"):

@@ -17,13 +17,13 @@ from exporter.config import parse_config
 from exporter.contract import PollError, RequestCounter
 from exporter.credentials import static
 from exporter.exposition.context import split_budget
-from exporter.exposition.format import assemble
+from exporter.exposition.format import pieces
 from exporter.runtime import build
 from exporter.sources import KINDS
 from exporter.sources.dataarts_factory.records import DataArtsJob, DataArtsJobList
 from exporter.sources.dataarts_factory.render import LAST_INSTANCE_STATUSES, job_list_families
 from exporter.sources.dataarts_factory.source import DataArtsFactorySource, parse_job
-from tests.helpers import Hang, render_context
+from tests.helpers import Hang, render_context, text_of, value
 
 AK, SK = "HWAKTESTEXAMPLE000000", "HWSKTESTEXAMPLESECRETKEY00000000000000000"
 PROJECT = "0123456789abcdef0123456789abcdef"
@@ -265,7 +265,7 @@ def test_budget_split_gives_small_lists_what_they_need_and_splits_the_rest() -> 
 def render(result: DataArtsJobList, budget: int | None = None, **settings: Any) -> tuple[str, int]:
     ctx = render_context("dgc", "dataarts_factory", "cn-north-4", budget, **settings)
     families, dropped = job_list_families(ctx, result)
-    return assemble(families, openmetrics=False).decode(), dropped
+    return b"".join(pieces(families, openmetrics=False)).decode(), dropped
 
 
 def job_list(jobs: list[DataArtsJob], job_type: str = "BATCH") -> DataArtsJobList:
@@ -331,14 +331,15 @@ async def test_one_failing_workspace_does_not_hide_the_others() -> None:
     exporter = build(config, lambda cfg: lambda: static(AK, SK), httpx.MockTransport(api))
     for target in exporter.targets:
         await exporter.poller.poll_once(target)
-    text = exporter.poller.published.exposition.text.decode()
+    text = text_of(exporter.poller.published.exposition)
     for ws, up in ((WS1, 1), (WS2, 0)):
         for jt in ("BATCH", "REAL_TIME"):
-            assert (f'cloud_job_exporter_source_up{{source="dgc",kind="dataarts_factory",api="ListJobs/{ws}/{jt}"}} '
-                    f"{up}") in text
-    assert (f'cloud_job_exporter_poll_errors_total{{source="dgc",api="ListJobs/{WS2}/BATCH",reason="client"}} 1'
-            in text)
-    assert f'cloud_job_exporter_api_requests_total{{source="dgc",api="ListJobs/{WS1}/BATCH",code="200"}} 1' in text
+            assert value(text, "cloud_job_exporter_source_up", source="dgc", kind="dataarts_factory",
+                         api=f"ListJobs/{ws}/{jt}") == up
+    assert value(text, "cloud_job_exporter_poll_errors_total", source="dgc", api=f"ListJobs/{WS2}/BATCH",
+                 reason="client") == 1
+    assert value(text, "cloud_job_exporter_api_requests_total", source="dgc", api=f"ListJobs/{WS1}/BATCH",
+                 code="200") == 1
     assert (f'dataarts_jobs{{source="dgc",region="cn-north-4",project_id="{PROJECT}",workspace="{WS1}",'
             'job_type="REAL_TIME",status="EXCEPTION"} 1') in text
     assert f'workspace="{WS2}"' not in text.split("# HELP cloud_job_exporter")[0]

@@ -16,10 +16,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.auth.aliyun import AliyunAuth
-from exporter.config import parse_config
+from exporter.config import ConfigError, parse_config
 from exporter.contract import PollError, RequestCounter
 from exporter.credentials import static
-from exporter.exposition.format import assemble
+from exporter.exposition.format import pieces
 from exporter.sources import KINDS
 from exporter.sources.alibaba import AcsCaller
 from exporter.sources.emr_serverless_spark.records import (
@@ -31,7 +31,7 @@ from exporter.sources.emr_serverless_spark.records import (
 )
 from exporter.sources.emr_serverless_spark.render import job_run_families
 from exporter.sources.emr_serverless_spark.source import ACTIVE_STATES, EmrServerlessSparkSource
-from tests.helpers import Hang, render_context, rendering, signing_vectors_dir
+from tests.helpers import Hang, render_context, rendering, signing_vectors_dir, text_of
 
 NOW = 1_700_000_000.0
 MS = 1000
@@ -366,7 +366,7 @@ def test_one_api_per_workspace() -> None:
 def _render(fetched, **ctx: Any) -> str:
     families, dropped = job_run_families(render_context("emr", "emr_serverless_spark", "cn-hangzhou", **ctx),
                                          fetched.result)
-    return assemble(families, openmetrics=False).decode(), dropped
+    return b"".join(pieces(families, openmetrics=False)).decode(), dropped
 
 
 async def test_rendered_families() -> None:
@@ -411,7 +411,7 @@ async def test_per_run_series_are_capped_per_workspace_share() -> None:
                                 SourceInfo("emr", "emr_serverless_spark", "cn-hangzhou", max_job_series=8))
 
     def shown() -> tuple[set[str], float]:
-        text = renderer.render(store.view(NOW)).text.decode()
+        text = text_of(renderer.render(store.view(NOW)))
         metrics = {f.name: f.samples for f in text_string_to_metric_families(text)}
         kept = {s.labels["job_run_id"] for s in metrics["emr_spark_job_run_submitted_timestamp_seconds"]}
         return kept, metrics["cloud_job_exporter_job_series_dropped"][0].value
@@ -496,8 +496,8 @@ async def test_ended_run_families_are_cumulative_and_stay_while_the_data_is_stal
     store, renderer = rendering({a.name: a for a in source.apis()}, SourceInfo("emr", "emr_serverless_spark",
                                                                                "cn-hangzhou"))
     store.record_success(("emr", "ListJobRuns/w-1"), fetched, end=clock.now, duration=0.1)
-    fresh = {f.name for f in text_string_to_metric_families(renderer.render(store.view(clock.now)).text.decode())}
-    stale = {f.name for f in text_string_to_metric_families(renderer.render(store.view(clock.now + 91)).text.decode())}
+    fresh = {f.name for f in text_string_to_metric_families(text_of(renderer.render(store.view(clock.now))))}
+    stale = {f.name for f in text_string_to_metric_families(text_of(renderer.render(store.view(clock.now + 91))))}
     cumulative = {"emr_spark_job_runs_finished", "emr_spark_job_run_duration_seconds",
                   "emr_spark_job_run_vcore_seconds", "emr_spark_job_run_memory_byte_seconds",
                   "emr_spark_job_run_cu_seconds"}  # as the parser names counter families: without `_total`
@@ -516,3 +516,18 @@ async def test_a_polls_result_holds_its_runs_out_of_the_collectors_view() -> Non
     assert len(fetched.result.active) == 30
     assert not gc.is_tracked(fetched.result.active)
     assert not any(map(gc.is_tracked, fetched.result.active))
+
+
+async def test_the_duration_buckets_are_configurable() -> None:
+    clock = Clock()
+    api = FakeListJobRuns([run(1, "Running")])
+    source = make_source(api, clock, duration_buckets=[60, 600])
+    await source.poll("w-1")
+    clock.now += 30
+    api.runs.append(run(2, "Failed", ended=NOW + 10, submitted=NOW - 50))
+    text, _ = _render(await source.poll("w-1"))
+    bounds = [s.labels["le"] for f in text_string_to_metric_families(text) for s in f.samples
+              if s.name == "emr_spark_job_run_duration_seconds_bucket"]
+    assert bounds == ["60.0", "600.0", "+Inf"]
+    with pytest.raises(ConfigError, match=r"duration_buckets: .*strictly increasing"):
+        config(duration_buckets=[600, 60])

@@ -56,7 +56,6 @@ ACTIVE_STATES = ("Submitted", "Pending", "Running", "Cancelling")
 # `endTime` becomes visible late, or is stamped by a clock slightly behind ours, still falls in a window.
 MIN_OVERLAP = 60.0
 SEEN_MAX = 500_000  # run ids remembered per workspace; far above what one lookback of ended runs holds
-DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400)
 
 log = structlog.get_logger(__name__)
 JOB_RUN_ID = attrgetter("job_run_id")
@@ -139,12 +138,14 @@ def _total(data: Mapping[str, Any]) -> int | None:
 class EndedRuns:
     """One workspace's ended runs: the window to list next, the run ids already counted, and the counts."""
 
-    def __init__(self, lookback: float, overlap: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, lookback: float, overlap: float, clock: Callable[[], float], buckets: tuple[float, ...]
+    ) -> None:
         self.lookback = lookback
         self.overlap = overlap
         self.window_end: float | None = None  # end of the last window read to its end; None before the first
         self.seen = RecentIds(ttl=2 * lookback + overlap, max_size=SEEN_MAX, clock=clock)
-        self.tally = Tally({ENDED_DURATION: DURATION_BUCKETS})
+        self.tally = Tally({ENDED_DURATION: buckets})
 
     def window(self, now: float) -> tuple[float, float]:
         """Returns the `endTime` window to list at `now`: from the previous end less the overlap, within lookback."""
@@ -190,7 +191,8 @@ class EmrServerlessSparkSource:
         self._caller = caller
         self._clock = clock
         overlap = min(max(MIN_OVERLAP, 2 * config.interval), config.lookback / 2)
-        self._ended = {ws: EndedRuns(config.lookback, overlap, clock) for ws in config.workspaces}
+        self._ended = {ws: EndedRuns(config.lookback, overlap, clock, config.duration_buckets)
+                       for ws in config.workspaces}
 
     @classmethod
     def from_config(

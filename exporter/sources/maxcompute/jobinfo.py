@@ -85,11 +85,6 @@ class FinishedJobTracker:
         self._tally = Tally({"wait_seconds": config.wait_buckets, "run_seconds": config.run_buckets})
         self._skips: Counter[str] = Counter()
 
-    @property
-    def pending(self) -> int:
-        """Returns how many jobs wait for a GetJobInfo answer."""
-        return len(self._pending)
-
     def observe(self, api: str, ids: frozenset[str]) -> None:
         """Takes the complete set of active job ids one listing API returned; queues the ones that left it."""
         previous = self._active.get(api)
