@@ -18,7 +18,7 @@ from exporter.sources.maxcompute.source import MaxComputeSource
 from exporter.tally import RecentIds
 from tests.helpers import running_exporter, scrape
 
-SAMPLE = json.loads((Path(__file__).resolve().parent.parent / "fixtures" / "maxcompute" / "get_job_info.json")
+SAMPLE = json.loads((Path(__file__).resolve().parents[2] / "fixtures" / "maxcompute" / "get_job_info.json")
                     .read_text())
 
 

@@ -21,7 +21,7 @@ from exporter.credentials import static
 from exporter.sources import KINDS
 from exporter.sources.maxcompute.source import MaxComputeSource
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "maxcompute"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "maxcompute"
 NOW = 1_700_000_000
 
 
