@@ -239,9 +239,10 @@ async def exporter_role(args: argparse.Namespace) -> None:
     import uvicorn
 
     import exporter.sources.maxcompute.source as mc_source
+    from exporter import speed
     from exporter.config import parse_config
     from exporter.credentials import static
-    from exporter.runtime import build, freeze_startup_heap
+    from exporter.runtime import build
     from exporter.server import App
     from exporter.sources import KINDS
 
@@ -252,7 +253,7 @@ async def exporter_role(args: argparse.Namespace) -> None:
         source["max_concurrency"] = args.concurrency
     config = parse_config({"sources": [source]}, KINDS)
     exporter = build(config, credentials=lambda cfg: (lambda: static(KEY_ID, SECRET)))
-    freeze_startup_heap()  # as `serve` does before its first poll
+    speed.startup()  # as `serve` does before its first poll
     rss_start = rss_mb()  # the interpreter and every import, before any poll: what the process costs holding nothing
     concurrency = config.sources[0].max_concurrency
     poller = exporter.poller

@@ -18,7 +18,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.contract import Api, PollError
 from exporter.exposition.renderer import Renderer
-from exporter.heap import return_free_memory
 from exporter.logs import redact
 from exporter.publication import Publication
 from exporter.store import Key, Store
@@ -116,7 +115,6 @@ class Poller:
             view = self.store.view(self._clock())
             # Ready means /metrics shows every API's first poll: the states published are the exposition's own.
             self.published = Publication(await asyncio.to_thread(self._renderer.render, view), view.states)
-            await asyncio.to_thread(return_free_memory)  # the last exposition's, unless a scrape still sends it
 
     async def housekeeping(self) -> None:
         """Re-publishes between polls: an API's data that has just gone stale leaves /metrics, and the process'

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import signal
 import ssl
 import threading
@@ -17,6 +16,7 @@ import structlog
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from exporter import speed
 from exporter.config import ExporterConfig, SourceConfig, credential_provider
 from exporter.contract import Kind, RequestCounter, Source, SourceInfo
 from exporter.credentials import Credentials
@@ -68,13 +68,6 @@ def build(
     return Exporter(store, Poller(store, targets), sources)
 
 
-def freeze_startup_heap() -> None:
-    """Moves everything alive now (modules, config, clients: all live as long as the process) out of the garbage
-    collector's view, so its full collections stay short while polls allocate and do not stall scrapes."""
-    gc.collect()
-    gc.freeze()
-
-
 def parse_listen_address(address: str) -> tuple[str, int]:
     """Returns (host, port) from `:9810`, `0.0.0.0:9810`, `127.0.0.1:9810` or `[::1]:9810`."""
     host, sep, port = address.rpartition(":")
@@ -121,7 +114,7 @@ async def serve(
         log.info("listening", address=url, sources=len(exporter.sources), apis=len(exporter.targets))
         if started:
             started(url)
-        freeze_startup_heap()
+        speed.startup()
         scheduler.start()
         await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
         scheduler.shutdown(wait=False)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from exporter.contract import Fetched, RequestCounter, SourceInfo
+from exporter.speed import hold
 from exporter.tally import FrozenTally, Tally
 
 POLL_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -74,7 +75,8 @@ class Store:
         self.states[(info.source, api)] = ApiState(info.source, info.kind, api, stale_after)
 
     def record_success(self, key: Key, fetched: Fetched[Any], end: float, duration: float) -> None:
-        """Stores a successful poll's data and health."""
+        """Stores a successful poll's data (its records out of the garbage collector's view) and health."""
+        hold(fetched.result)
         state = self.states[key]
         self.states[key] = replace(
             state, polls=state.polls + 1, up=True, last_poll_end=end, last_duration=duration, last_reason=None,

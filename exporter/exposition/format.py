@@ -11,13 +11,10 @@ formats and by every exposition until the family changes (see `Segment`).
 from __future__ import annotations
 
 import bisect
-import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import is_not
-
-from zlib_ng import zlib_ng  # zlib's API and deflate format, faster (docs/performance.md)
 
 from exporter.tally import HistogramValue
 
@@ -211,45 +208,6 @@ def pieces(families: Iterable[Family], openmetrics: bool) -> list[bytes]:
     if openmetrics:
         parts.append(b"# EOF\n")
     return parts
-
-
-# ---- gzip, stitched from per-piece segments ------------------------------------------------------------------------
-
-GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0, unknown OS
-FINAL_BLOCK = b"\x03\x00"  # an empty final fixed-Huffman block: ends a deflate stream
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """Some exposition bytes, their raw deflate stream (cut at a byte boundary with no final block) and their CRC-32.
-
-    Each segment is compressed on its own (no back-references into another), so any sequence of segments followed
-    by FINAL_BLOCK is one valid deflate stream (what pigz does), and the gzip trailer's CRC is the segments' CRCs
-    combined: a family's segment is reused for as long as the family is, in the text and the OpenMetrics forms
-    alike, and its bytes are neither compressed nor read again. The compression lost at each cut is a few bytes.
-    """
-
-    data: bytes
-    deflated: bytes
-    crc: int
-
-    @classmethod
-    def of(cls, data: bytes, level: int) -> Segment:
-        """Compresses `data` (zlib-ng releases the GIL while it works, so segments can be made on several threads)."""
-        z = zlib_ng.compressobj(level, zlib_ng.DEFLATED, -zlib_ng.MAX_WBITS)
-        return cls(data, z.compress(data) + z.flush(zlib_ng.Z_SYNC_FLUSH), zlib_ng.crc32(data))
-
-
-def gzip_member(segments: Sequence[Segment]) -> tuple[bytes, ...]:
-    """Returns the gzip file of the segments' data, concatenated, as chunks to write in order: the segments' own
-    deflate streams between a header and a trailer, never joined (a joined copy per format would double what the
-    compressed exposition costs in memory)."""
-    crc = size = 0
-    for seg in segments:
-        crc = zlib_ng.crc32_combine(crc, seg.crc, len(seg.data))  # from the CRCs: the data is not read again
-        size += len(seg.data)
-    trailer = FINAL_BLOCK + struct.pack("<II", crc, size & 0xFFFFFFFF)
-    return (GZIP_HEADER, *(seg.deflated for seg in segments), trailer)
 
 
 def frozen_histogram(name: str, help_: str, rows: Iterable[tuple[str, HistogramValue]]) -> Family:

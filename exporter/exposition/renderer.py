@@ -5,74 +5,32 @@ exporter's own families from `selfmetrics`."""
 
 from __future__ import annotations
 
-import gc
-import os
 import threading
 from collections import defaultdict
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from functools import cache, partial
-from pathlib import Path
 from typing import Any
 
 from exporter.contract import Api, Fetched
 from exporter.exposition.context import RenderContext, split_budget
-from exporter.exposition.format import Family, Segment, gzip_member, pieces
+from exporter.exposition.format import Family, pieces
 from exporter.exposition.selfmetrics import SelfMetrics
+from exporter.speed import Exposition, Gzipper, rendering
 from exporter.store import Key, View
 
+__all__ = ["Exposition", "Renderer"]
+
 CUMULATIVE = frozenset({"counter", "histogram"})
-# zlib-ng's level 2: its fastest level that is still as small as stock zlib's level 1 (docs/performance.md has the
-# figures); the compression is most of a publish's CPU, the size hardly matters to a scrape.
-GZIP_LEVEL = 2
-# Pieces at least this long get a deflate segment of their own, kept while the piece lives; shorter ones (headers,
-# aggregate and self-metric families) are joined with their neighbours and compressed afresh at each render.
-OWN_SEGMENT = 16 * 1024
-MAX_COMPRESSORS = 4  # threads; a publish compresses a few dozen families at most
-
-
-@dataclass(frozen=True, slots=True)
-class Exposition:
-    """One rendered exposition in both formats, each plain and gzipped, as chunks to write in order (never joined:
-    the large ones are the families' own bytes and their deflate streams, shared with the last exposition)."""
-
-    chunks: tuple[bytes, ...]
-    gz_chunks: tuple[bytes, ...]
-    om_chunks: tuple[bytes, ...]
-    om_gz_chunks: tuple[bytes, ...]
-
-
-def usable_cpus() -> int:
-    """Returns the CPUs this process may use: its affinity, limited by a cgroup v2 CPU quota (a container's limit),
-    at least 1. Compressing on more threads than that would spend a quota in bursts and pause the whole process,
-    event loop included, until the next period."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cpus = min(cpus, int(quota) // int(period))
-    except (OSError, ValueError):
-        pass
-    return max(1, cpus)
-
-
-@cache
-def compressors() -> ThreadPoolExecutor:
-    """Returns the process's compression threads (zlib-ng lets go of the GIL, so they run on every usable CPU)."""
-    return ThreadPoolExecutor(min(MAX_COMPRESSORS, usable_cpus()), thread_name_prefix="compress")
 
 
 class Renderer:
     """Renders views of the APIs in `apis`; an API's families are rendered once per poll result (and share of the
     per-job cap) and reused until the next."""
 
-    def __init__(self, apis: Mapping[Key, Api[Any]], gzip_level: int = GZIP_LEVEL) -> None:
+    def __init__(self, apis: Mapping[Key, Api[Any]]) -> None:
         self._apis = apis
         self._contexts: dict[Key, RenderContext] = {}
         self._cache: dict[Key, tuple[Fetched[Any], int, list[Family], int]] = {}
-        self._level = gzip_level
-        self._segments: dict[int, Segment] = {}  # id(piece) -> its segment, for the pieces of the last render
+        self._gzip = Gzipper()
         self.self_metrics = SelfMetrics()
         # Renders share these caches, so they run one at a time. A lock held on the event loop is not enough: a
         # publish cancelled while its render runs lets go of it, but its thread renders on.
@@ -131,51 +89,14 @@ class Renderer:
 
     def render(self, view: View) -> Exposition:
         """Returns the exposition of a view, compressed; CPU-bound, meant to run off the event loop."""
-        # A render makes hundreds of thousands of short-lived tuples and strings; a full collection among them would
-        # hold the GIL for tens of milliseconds and stall the event loop. Nothing it makes forms a cycle, so the
-        # collector waits until the render is done.
-        with self._rendering:
-            was_enabled = gc.isenabled()
-            gc.disable()
-            try:
-                families, dropped = self.families(view)
-                return self.expose(families, self.self_metrics.expose(view, dropped))
-            finally:
-                if was_enabled:
-                    gc.enable()
+        with self._rendering, rendering():
+            families, dropped = self.families(view)
+            return self.expose(families, self.self_metrics.expose(view, dropped))
 
     def expose(self, families: list[Family], tails: tuple[bytes, bytes] = (b"", b"")) -> Exposition:
         """Returns the exposition of the families in both formats, each followed by its tail (the self-metrics,
-        already written in that format). Only pieces not seen in the last render are compressed, on every core at
-        once: an unchanged API's families reuse their segments, and OpenMetrics reuses the text's."""
+        already written in that format)."""
         text_tail, om_tail = tails
-        om_pieces = pieces(families, openmetrics=True)
-        om_pieces.insert(len(om_pieces) - 1, om_tail)  # before `# EOF`
-        text, om = self._plan([*pieces(families, openmetrics=False), text_tail]), self._plan(om_pieces)
-        todo = {id(unit): unit for unit in (*text, *om) if isinstance(unit, bytes)}  # a family body once
-        made = dict(zip(todo, compressors().map(partial(Segment.of, level=self._level), todo.values()), strict=True))
-        text_segments = [made[id(u)] if isinstance(u, bytes) else u for u in text]
-        om_segments = [made[id(u)] if isinstance(u, bytes) else u for u in om]
-        # A large piece's segment is kept for the next render (the piece kept alive by it, so its id stays its own).
-        self._segments = {id(seg.data): seg for seg in (*text_segments, *om_segments) if len(seg.data) >= OWN_SEGMENT}
-        return Exposition(tuple(s.data for s in text_segments), gzip_member(text_segments),
-                          tuple(s.data for s in om_segments), gzip_member(om_segments))
-
-    def _plan(self, parts: list[bytes]) -> list[Segment | bytes]:
-        """Returns what covers `parts` in order: a large part's segment from the last render, or the part itself to
-        compress, and runs of small parts joined, to compress."""
-        out: list[Segment | bytes] = []
-        small: list[bytes] = []
-        for part in parts:
-            if len(part) < OWN_SEGMENT:
-                small.append(part)
-                continue
-            if small:
-                out.append(b"".join(small))
-                small = []
-            seg = self._segments.get(id(part))
-            out.append(seg if seg is not None and seg.data is part else part)
-        if small:
-            out.append(b"".join(small))
-        return out
-
+        om = pieces(families, openmetrics=True)
+        om.insert(len(om) - 1, om_tail)  # before `# EOF`
+        return self._gzip.expose([*pieces(families, openmetrics=False), text_tail], om)

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 import structlog
 
 from exporter.contract import PollError
-from exporter.heap import untrack
 
 T = TypeVar("T")
 log = structlog.get_logger("exporter.sources")
@@ -160,19 +159,7 @@ def parse_page(raw: list[Any], parse: Callable[[Mapping[str, Any]], T], skips: S
             parsed.append(parse(item))
         except BadRecord:
             skips.add("bad_field")
-    untrack(parsed)
     return parsed
-
-
-def held(records: Iterable[T]) -> tuple[T, ...]:
-    """Returns the records as the tuple a poll's result holds until the next, out of the garbage collector's view.
-
-    It holds only records the collector no longer tracks, so it cannot be part of a reference cycle; but CPython lets
-    go of a tuple only when its items are exact tuples, and left tracked, every full collection would visit each of its
-    records, a cache miss each, with the GIL held and the event loop stalled (docs/performance.md)."""
-    out = tuple(records)
-    untrack((out,))
-    return out
 
 
 def unique(records: Sequence[T], skips: Skips, *, key: Callable[[T], Hashable]) -> list[T]:

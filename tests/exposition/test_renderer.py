@@ -319,7 +319,7 @@ def test_stitched_gzip_is_the_exposition_after_segments_are_reused() -> None:
     must still decompress, CRC and length checked, to exactly their plain bodies."""
     import gzip
 
-    from exporter.exposition.renderer import OWN_SEGMENT
+    from exporter.speed.gzip import OWN_SEGMENT
 
     store, renderer = rendering(MC_APIS, INFO)
     store.record_success(("mc", "ListJobSnapshotInfos"), Fetched(JobSnapshot(tuple(snap(i) for i in range(400)), 1.0),

@@ -30,7 +30,6 @@ from exporter.sources.fetching import (
     Page,
     Skips,
     fetch_numbered_pages,
-    held,
     number,
     parse_page,
     text,
@@ -136,5 +135,5 @@ class DataArtsFactorySource:
             # Many repeats mean the endpoint reads `offset` as a count of records, not as a page number.
             log.warning("job names repeat across pages", api=name, duplicates=skips.counts["duplicate"],
                         records=read[0])
-        result = DataArtsJobList(self._config.project_id, workspace or DEFAULT_WORKSPACE, job_type, held(jobs))
+        result = DataArtsJobList(self._config.project_id, workspace or DEFAULT_WORKSPACE, job_type, tuple(jobs))
         return Fetched(result, pages, read[0], dict(skips.counts))

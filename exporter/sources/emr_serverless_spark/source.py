@@ -40,7 +40,6 @@ from exporter.sources.fetching import (
     BadRecord,
     Skips,
     gather_or_cancel,
-    held,
     number,
     parse_records,
     records_of,
@@ -254,6 +253,6 @@ class EmrServerlessSparkSource:
         counted = ended.record(self._runs(finished, skips), end, finished.complete)
         log.debug("ended runs", workspace=workspace, window_seconds=round(end - start, 3), listed=len(finished.records),
                   counted=counted)
-        result = SparkJobRuns(workspace, held(self._runs(active, skips)), ended.tally.freeze())
+        result = SparkJobRuns(workspace, tuple(self._runs(active, skips)), ended.tally.freeze())
         return Fetched(result, active.pages + finished.pages, len(active.records) + len(finished.records),
                        dict(skips.counts))

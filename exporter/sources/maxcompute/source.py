@@ -25,7 +25,6 @@ from exporter.sources.fetching import (
     Page,
     Skips,
     fetch_numbered_pages,
-    held,
     integer_field,
     number,
     parse_page,
@@ -169,7 +168,7 @@ class MaxComputeSource:
             wanted = set(self._config.projects)
             jobs = [j for j in jobs if j.project in wanted]
         await self._observe("GetRunningJobs", jobs, skips)
-        return Fetched(RunningJobs(held(jobs)), pages, read[0], dict(skips.counts))
+        return Fetched(RunningJobs(tuple(jobs)), pages, read[0], dict(skips.counts))
 
     def _snapshot_request(self, page: int, at: int) -> tuple[dict[str, Any], dict[str, Any]]:
         cfg = self._config
@@ -219,4 +218,4 @@ class MaxComputeSource:
             jobs = [j for j in jobs if j.quota in wanted]
         await self._observe("ListJobSnapshotInfos", jobs, skips)
         snapshot_time = max(snapshot_times) if snapshot_times else None
-        return Fetched(JobSnapshot(held(jobs), snapshot_time), pages, read[0], dict(skips.counts))
+        return Fetched(JobSnapshot(tuple(jobs), snapshot_time), pages, read[0], dict(skips.counts))

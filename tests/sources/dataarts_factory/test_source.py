@@ -418,15 +418,3 @@ async def test_a_failing_page_cancels_the_pages_still_queued() -> None:
     hang.release.set()
     await asyncio.sleep(0.05)
     assert sorted(sent) == before  # and it never gets one
-
-
-async def test_a_polls_result_holds_its_jobs_out_of_the_collectors_view() -> None:
-    """The tuple of jobs a result keeps until the next poll is not tracked: every full collection would otherwise
-    visit each of its records."""
-    import gc
-
-    fetched = await make_source(FakeJobList({DEFAULT: [job(i) for i in range(30)]})).job_list(None, "BATCH")
-    gc.collect()
-    assert len(fetched.result.jobs) == 30
-    assert not gc.is_tracked(fetched.result.jobs)
-    assert not any(map(gc.is_tracked, fetched.result.jobs))

@@ -506,18 +506,6 @@ async def test_ended_run_families_are_cumulative_and_stay_while_the_data_is_stal
     assert cumulative <= stale and not present & stale
 
 
-async def test_a_polls_result_holds_its_runs_out_of_the_collectors_view() -> None:
-    """The tuple of active runs a result keeps until the next poll is not tracked: every full collection would
-    otherwise visit each of its records."""
-    import gc
-
-    fetched = await make_source(FakeListJobRuns([run(i, "Running") for i in range(30)])).poll("w-1")
-    gc.collect()
-    assert len(fetched.result.active) == 30
-    assert not gc.is_tracked(fetched.result.active)
-    assert not any(map(gc.is_tracked, fetched.result.active))
-
-
 async def test_the_duration_buckets_are_configurable() -> None:
     clock = Clock()
     api = FakeListJobRuns([run(1, "Running")])

@@ -6,7 +6,6 @@ Units, trimming and record skipping come from the vendor's own sample responses 
 from __future__ import annotations
 
 import copy
-import gc
 import json
 import math
 from pathlib import Path
@@ -75,19 +74,6 @@ async def test_every_page_is_read(count: int) -> None:
     assert fetched.pages == max(1, math.ceil(count / 20))
     assert len(api.requests) == fetched.pages
     assert {r.url.params["pageSize"] for r in api.requests} == {"20"}
-
-
-async def test_parsed_jobs_are_out_of_the_collectors_view() -> None:
-    """Jobs are NamedTuples, which CPython's collector would visit at every full collection (tens of ms at 20,000
-    jobs, on the event loop): the source takes them out of its view."""
-    import gc
-    import platform
-
-    if platform.python_implementation() != "CPython":
-        pytest.skip("untracking is CPython's")
-    fetched = await make_source(FakeRunningJobs([running_job(i) for i in range(45)])).running_jobs()
-    jobs = fetched.result.jobs
-    assert len(jobs) == 45 and not any(map(gc.is_tracked, jobs))
 
 
 async def test_pages_are_read_by_as_many_tasks_as_the_concurrency_in_order() -> None:
@@ -358,13 +344,3 @@ async def test_no_page_request_outlives_a_failed_poll() -> None:
     sent = len(api.requests)
     await asyncio.sleep(0.3)
     assert len(api.requests) == sent < 9, "the pages still queued were cancelled with the poll"
-
-
-async def test_a_polls_result_holds_its_jobs_out_of_the_collectors_view() -> None:
-    """The tuple of jobs a result keeps until the next poll is not tracked either: every full collection would
-    otherwise visit each of its records."""
-    fetched = await make_source(FakeRunningJobs([running_job(i) for i in range(30)])).running_jobs()
-    gc.collect()
-    assert len(fetched.result.jobs) == 30
-    assert not gc.is_tracked(fetched.result.jobs)
-    assert not any(map(gc.is_tracked, fetched.result.jobs))

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from exporter.heap import untrack
+from exporter.speed.heap import untrack
 
 HOLES = """
-from exporter.heap import return_free_memory
+from exporter.speed.heap import return_free_memory
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * 4096
 warm = [bytes(4_000_000) for _ in range(3)]
@@ -38,7 +38,7 @@ def test_freed_exposition_memory_goes_back_to_the_system() -> None:
 
 
 def test_untracking_leaves_objects_the_collector_does_not_track_alone() -> None:
-    """Records are untracked as pages are parsed; anything else that reaches it (a string, an exact tuple the
+    """Records are untracked as their result is stored; anything else that reaches it (a string, an exact tuple the
     collector already let go of) must be left as it is: untracking an object the collector never tracked would
     corrupt memory."""
     from exporter.sources.maxcompute.records import RunningJob
@@ -50,3 +50,31 @@ def test_untracking_leaves_objects_the_collector_does_not_track_alone() -> None:
     assert not gc.is_tracked(job)
     assert job.instance_id == "j1" and others[5] == "x" * 6
 
+
+
+def _stored_results() -> list[object]:
+    from tests.golden import records
+
+    return [*records.maxcompute_results(), *records.emr_results(), *records.dataarts_results()]
+
+
+@pytest.mark.parametrize("result", _stored_results(), ids=lambda r: type(r).__name__)
+def test_a_stored_results_records_are_out_of_the_collectors_view(result: object) -> None:
+    """Every kind's result, as the store keeps it until the next poll: its tuples of records are not tracked, so a
+    full collection does not visit each job it holds. Results hold their jobs in tuple fields (the contract)."""
+    from dataclasses import fields
+
+    from exporter.contract import Fetched, SourceInfo
+    from exporter.store import Store
+
+    if platform.python_implementation() != "CPython":
+        pytest.skip("untracking is CPython's")
+    store = Store()
+    store.add_api(SourceInfo("s", "kind", "region"), "Api", 90)
+    held = [v for f in fields(result) if type(v := getattr(result, f.name)) is tuple]
+    tracked_before = [v for v in held if v and any(map(gc.is_tracked, v))]
+    store.record_success(("s", "Api"), Fetched(result, 1, 1), end=0.0, duration=0.1)
+    gc.collect()
+    assert not any(gc.is_tracked(v) or any(map(gc.is_tracked, v)) for v in held)
+    if type(result).__name__ != "FinishedJobs":  # counts only, no per-job tuple
+        assert tracked_before, "the records were tracked before they were stored (else this test proves nothing)"
