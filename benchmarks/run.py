@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
+import dataclasses
 import gzip
 import json
 import math
@@ -190,15 +190,7 @@ def _quiet_logs() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 
-def cold_view(view: Any) -> Any:
-    """Returns the view with every source's label prefix caches empty, as at a first poll."""
-    import dataclasses
-
-    contexts = {name: dataclasses.replace(ctx, caches={}) for name, ctx in view.contexts.items()}
-    return dataclasses.replace(view, contexts=contexts)
-
-
-def render_breakdown(view: Any, repeats: int) -> dict[str, Any]:
+def render_breakdown(apis: Any, view: Any, repeats: int) -> dict[str, Any]:
     """Renders the whole view cold (a fresh Renderer, no label prefix cached) `repeats` times; returns the best run's
     phases: render (the families' sample text, encoded, and the layout of both formats) and compress (both formats'
     gzip)."""
@@ -206,9 +198,8 @@ def render_breakdown(view: Any, repeats: int) -> dict[str, Any]:
 
     best: dict[str, Any] | None = None
     for _ in range(repeats):
-        renderer = Renderer()
-        cold = cold_view(view)
-        phases = _phases(renderer, cold)
+        renderer = Renderer(apis)  # a new Renderer: no label prefix cached, as at a first poll
+        phases = _phases(renderer, view)
         if best is None or phases["render"]["wall_s"] < best["render"]["wall_s"]:
             best = phases
     assert best is not None
@@ -217,16 +208,14 @@ def render_breakdown(view: Any, repeats: int) -> dict[str, Any]:
 
 def _phases(renderer: Any, view: Any) -> dict[str, Any]:
     from exporter.exposition.format import pieces
+    from exporter.speed import rendering
 
     render, comp = Span(), Span()
-    gc.disable()  # as Renderer.render does in every publish
-    try:
+    with rendering():  # as Renderer.render does in every publish
         render.begin()
-        families = renderer.families(view)
+        families, _ = renderer.families(view)
         text, om = pieces(families, openmetrics=False), pieces(families, openmetrics=True)
         render.end()
-    finally:
-        gc.enable()
     comp.begin()
     exposition = renderer.expose(families)
     comp.end()
@@ -242,6 +231,7 @@ async def exporter_role(args: argparse.Namespace) -> None:
     from exporter import speed
     from exporter.config import parse_config
     from exporter.credentials import static
+    from exporter.poller import Poller, Target
     from exporter.runtime import build
     from exporter.server import App
     from exporter.sources import KINDS
@@ -256,8 +246,22 @@ async def exporter_role(args: argparse.Namespace) -> None:
     speed.startup()  # as `serve` does before its first poll
     rss_start = rss_mb()  # the interpreter and every import, before any poll: what the process costs holding nothing
     concurrency = config.sources[0].max_concurrency
-    poller = exporter.poller
-    targets = {t.api.name: t for t in exporter.targets}
+    # Render time inside the publish: each API's render (its families' sample text, encoded), as a poll runs it,
+    # with the label prefixes its previous poll left.
+    render_span, rendered = Span(), []
+
+    def timed(render: Any) -> Any:
+        def run(*a: Any, **kw: Any) -> Any:
+            render_span.begin()
+            families, dropped = render(*a, **kw)
+            render_span.end()
+            rendered.extend(families)  # counted after the poll, not on its render thread
+            return families, dropped
+        return run
+
+    poller = Poller(exporter.store, [Target(t.source, dataclasses.replace(t.api, render=timed(t.api.render)))
+                                     for t in exporter.targets])
+    targets = {t.api.name: t for t in poller.targets}
     probe = LoopProbe()
     probe.start()
 
@@ -284,24 +288,6 @@ async def exporter_role(args: argparse.Namespace) -> None:
             parse_span.end()
 
     mc_source.parse_page = parse_page
-
-    # Render time inside the publish: each API's renderer (its families' sample text, encoded), as a poll runs it,
-    # with the label prefixes its previous poll left.
-    import exporter.exposition.renderer as metrics
-
-    render_span, rendered = Span(), []
-
-    def timed(render: Any) -> Any:
-        def run(*a: Any, **kw: Any) -> Any:
-            render_span.begin()
-            families, dropped = render(*a, **kw)
-            render_span.end()
-            rendered.extend(families)  # counted after the poll, not on its render thread
-            return families, dropped
-        return run
-
-    renderers = dict(metrics.RENDERERS)
-    metrics.RENDERERS.update({result_type: timed(render) for result_type, render in renderers.items()})
 
     polls = []
     for round_no in range(args.rounds):
@@ -340,13 +326,13 @@ async def exporter_role(args: argparse.Namespace) -> None:
     samples = sum(map(count_samples, chunks))
     with open(args.dump, "wb") as f:
         f.writelines(chunks)
-    metrics.RENDERERS.update(renderers)
-    breakdown = render_breakdown(exporter.store.view(time.time()), args.render_repeats)
+    breakdown = render_breakdown({t.key: t.api for t in exporter.targets}, exporter.store.view(time.time()),
+                                 args.render_repeats)
     peak_reset = reset_peak_rss()
 
     # A scrape's work on the loop: choosing the bytes to send, in the format Prometheus asks for by default
     # (OpenMetrics, gzip) and in the text format. The first Renderer made OpenMetrics here, on first demand.
-    app = App(poller, "/metrics")
+    app = App(lambda: poller.published, "/metrics")
     await probe.settle()
     on_loop = {}
     for name, accept in (("openmetrics", ACCEPT_PROMETHEUS), ("text", ACCEPT_TEXT)):
