@@ -116,6 +116,11 @@ class AcsCaller:
         self._version = version
         self._enveloped = enveloped
 
+    @property
+    def concurrency(self) -> int:
+        """Returns how many requests the source may have in flight at once (its `max_concurrency`)."""
+        return self._sender.concurrency
+
     async def aclose(self) -> None:
         """Closes the source's HTTP client."""
         await self._sender.aclose()

@@ -29,8 +29,9 @@ THROTTLE_RETRIES = 2
 def make_client(
     config: SourceConfig, base_url: str, auth: httpx.Auth, transport: httpx.AsyncBaseTransport | None = None
 ) -> httpx.AsyncClient:
-    """Returns the source's one AsyncClient: pooled connections sized for its concurrency, and its timeouts."""
-    limits = httpx.Limits(max_connections=config.max_concurrency, max_keepalive_connections=config.max_concurrency)
+    """Returns the source's one AsyncClient: its keep-alive connections as many as its concurrency, and its timeouts.
+    The pool itself sets no limit on connections: the Sender's is the one that holds requests back."""
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=config.max_concurrency)
     return httpx.AsyncClient(
         base_url=base_url,
         auth=auth,
@@ -49,6 +50,7 @@ class Sender:
     def __init__(self, client: httpx.AsyncClient, counter: RequestCounter, *, concurrency: int, timeout: float) -> None:
         self._client = client
         self._counter = counter
+        self.concurrency = concurrency  # `max_concurrency`: the one place it is enforced
         self._slots = asyncio.Semaphore(concurrency)
         self._timeout = timeout
 

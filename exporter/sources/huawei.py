@@ -82,6 +82,11 @@ class HuaweiCaller:
     def __init__(self, client: httpx.AsyncClient, counter: RequestCounter, *, concurrency: int, timeout: float) -> None:
         self._sender = Sender(client, counter, concurrency=concurrency, timeout=timeout)
 
+    @property
+    def concurrency(self) -> int:
+        """Returns how many requests the source may have in flight at once (its `max_concurrency`)."""
+        return self._sender.concurrency
+
     async def aclose(self) -> None:
         """Closes the source's HTTP client."""
         await self._sender.aclose()

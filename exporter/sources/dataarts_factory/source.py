@@ -129,7 +129,7 @@ class DataArtsFactorySource:
             return digest
 
         parsed, pages = await fetch_numbered_pages(page, PAGE_SIZE, self._config.max_pages, skips, name, first=0,
-                                                   workers=self._config.max_concurrency)
+                                                   workers=self._caller.concurrency)
         jobs = unique(parsed, skips, key=JOB_NAME)
         if skips.counts["duplicate"] > PAGE_SIZE // 2:
             # Many repeats mean the endpoint reads `offset` as a count of records, not as a page number.

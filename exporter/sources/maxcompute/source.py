@@ -161,7 +161,7 @@ class MaxComputeSource:
 
         parsed, pages = await fetch_numbered_pages(
             page, RUNNING_PAGE_SIZE, self._config.max_pages, skips, "GetRunningJobs", first=1,
-            workers=self._config.max_concurrency,
+            workers=self._caller.concurrency,
         )
         jobs = unique(parsed, skips, key=INSTANCE_ID)
         if self._config.projects:  # GetRunningJobs has no project filter of its own
@@ -210,7 +210,7 @@ class MaxComputeSource:
 
         parsed, pages = await fetch_numbered_pages(
             page, SNAPSHOT_PAGE_SIZE, self._config.max_pages, skips, "ListJobSnapshotInfos", first=1,
-            workers=self._config.max_concurrency,
+            workers=self._caller.concurrency,
         )
         jobs = unique(parsed, skips, key=INSTANCE_ID)
         if len(self._config.quotas) > 1:
