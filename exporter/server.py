@@ -1,7 +1,7 @@
 """The HTTP side: a small ASGI app serving the pre-rendered exposition, health, readiness and a landing page.
 
-A scrape never waits on the cloud or on rendering: it picks the current Exposition's bytes (gzipped when accepted,
-OpenMetrics when negotiated) and writes them.
+A scrape never waits on the cloud or on rendering: it picks the current Exposition's gzip chunks (OpenMetrics when
+negotiated) and writes them, or, to a client that does not take gzip, inflates them piece by piece as it writes.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from exporter import __version__
 from exporter.exposition.format import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from exporter.publication import Publication
+from exporter.speed.gzip import inflate
 from exporter.webconfig import BasicAuth
 
 Scope = dict[str, Any]
@@ -25,11 +26,19 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
+class Inflated:
+    """A gzip body sent inflated, one piece at a time as it is written; `size` is its inflated length."""
+
+    gz_chunks: tuple[bytes, ...]
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """One HTTP response."""
 
     status: int
-    body: bytes | tuple[bytes, ...]  # chunks are written in order, never joined
+    body: bytes | tuple[bytes, ...] | Inflated  # chunks are written in order, never joined
     content_type: str = "text/plain; charset=utf-8"
     headers: tuple[tuple[bytes, bytes], ...] = ()
 
@@ -74,18 +83,22 @@ class App:
             return
         allowed = await self._allowed(scope)
         reply = self.route(scope) if allowed else BUSY if allowed is None else UNAUTHORIZED
-        chunks = (reply.body,) if isinstance(reply.body, bytes) else reply.body
-        headers = [(b"content-type", reply.content_type.encode()),
-                   (b"content-length", str(sum(map(len, chunks))).encode()), *reply.headers]
+        body = reply.body
+        if isinstance(body, Inflated):
+            size, chunks = body.size, inflate(body.gz_chunks)
+        else:
+            chunks = (body,) if isinstance(body, bytes) else body
+            size = sum(map(len, chunks))
+        headers = [(b"content-type", reply.content_type.encode()), (b"content-length", str(size).encode()),
+                   *reply.headers]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-        if scope["method"] == "HEAD" or not chunks:
-            await send({"type": "http.response.body", "body": b""})
-            return
-        # One message per chunk: the server's flow control then holds about one chunk in its write buffer, where a
-        # body of tens of MB sent whole would be copied whole into it, for every scrape in flight.
-        for chunk in chunks[:-1]:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": chunks[-1]})
+        if scope["method"] != "HEAD":
+            # One message per chunk: the server's flow control then holds about one chunk in its write buffer, where
+            # a body of tens of MB sent whole would be copied whole into it, for every scrape in flight; an inflated
+            # body's next piece is made only once the last one is written.
+            for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
 
     async def _allowed(self, scope: Scope) -> bool | None:
         """Returns whether the request may pass; None when too many password checks are already waiting."""
@@ -129,13 +142,13 @@ class App:
         """Returns the current exposition in the negotiated format and encoding."""
         exposition = self._published().exposition
         if "application/openmetrics-text" in accept:
-            body, gz, content_type = exposition.om_chunks, exposition.om_gz_chunks, OPENMETRICS_CONTENT_TYPE
+            gz, size, content_type = exposition.om_gz_chunks, exposition.om_size, OPENMETRICS_CONTENT_TYPE
         else:
-            body, gz, content_type = exposition.chunks, exposition.gz_chunks, TEXT_CONTENT_TYPE
+            gz, size, content_type = exposition.gz_chunks, exposition.size, TEXT_CONTENT_TYPE
         vary = (b"vary", b"Accept, Accept-Encoding")
         if _accepts_gzip(accept_encoding):
             return Reply(200, gz, content_type, ((b"content-encoding", b"gzip"), vary))
-        return Reply(200, body, content_type, (vary,))
+        return Reply(200, Inflated(gz, size), content_type, (vary,))
 
     def landing_page(self) -> str:
         """Returns the landing page: each source and API with its last poll, and a link to the metrics."""

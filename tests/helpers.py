@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -118,10 +119,10 @@ def samples(text: str) -> dict[str, dict[frozenset, float]]:
 
 
 def body(exposition: Exposition, *, openmetrics: bool = False, gzipped: bool = False) -> bytes:
-    """Returns an exposition's body as one bytes object, as a scrape in that format and encoding receives it."""
-    if openmetrics:
-        return b"".join(exposition.om_gz_chunks if gzipped else exposition.om_chunks)
-    return b"".join(exposition.gz_chunks if gzipped else exposition.chunks)
+    """Returns an exposition's body as one bytes object, as a scrape in that format and encoding receives it (the
+    plain body read back with the standard library's gzip, not the exporter's inflating)."""
+    gz = b"".join(exposition.om_gz_chunks if openmetrics else exposition.gz_chunks)
+    return gz if gzipped else gzip.decompress(gz)
 
 
 def text_of(exposition: Exposition) -> str:

@@ -17,7 +17,7 @@ from exporter.exposition.context import RenderContext
 from exporter.exposition.format import gauge, labels
 from exporter.runtime import build
 from exporter.sources import KINDS
-from tests.helpers import KEY_ID, SECRET, eventually, running_exporter, scrape, value
+from tests.helpers import KEY_ID, SECRET, eventually, running_exporter, scrape, text_of, value
 
 # ---- the toy kind: its own files would hold exactly this -----------------------------------------------------------
 
@@ -113,7 +113,7 @@ async def test_a_failing_api_of_an_added_kind_is_down_alone() -> None:
     exporter = build(config, credentials=lambda cfg: (lambda: static(KEY_ID, SECRET)), kinds=WITH_TOY)
     for target in exporter.targets:
         await exporter.poller.poll_once(target)
-    text = b"".join(exporter.poller.published.exposition.chunks).decode()
+    text = text_of(exporter.poller.published.exposition)
     assert value(text, "cloud_job_exporter_source_up", source="toys", kind="toy", api="List/a") == 1
     assert value(text, "cloud_job_exporter_source_up", source="toys", kind="toy", api="List/broken") == 0
     assert value(text, "cloud_job_exporter_poll_errors_total", source="toys", api="List/broken", reason="server") == 1

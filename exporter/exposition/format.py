@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import is_not
 
+from exporter.speed.gzip import Segment
 from exporter.tally import HistogramValue
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -65,8 +66,9 @@ class Family:
     name: str
     kind: str  # counter, gauge, histogram, gaugehistogram
     help: str
-    text: bytes  # UTF-8 sample lines (a str is accepted and encoded when assembled)
-    openmetrics: bytes | None = None  # only where it differs from `text`
+    # UTF-8 sample lines (a str is accepted and encoded when assembled), or, once compressed, their deflate Segment
+    text: bytes | str | Segment
+    openmetrics: bytes | str | Segment | None = None  # only where it differs from `text`
 
 
 def gauge(name: str, help_: str, rows: Iterable[tuple[str, float | None]]) -> Family:
@@ -188,17 +190,18 @@ def _header(name: str, kind: str, help_: str, openmetrics: bool) -> str:
     return f"# HELP {name} {help_}\n# TYPE {name} {text_kind}\n"
 
 
-def _encoded(body: bytes | str) -> bytes:
+def _encoded(body: bytes | str | Segment) -> bytes | Segment:
     return body.encode() if isinstance(body, str) else body
 
 
-def pieces(families: Iterable[Family], openmetrics: bool) -> list[bytes]:
+def pieces(families: Iterable[Family], openmetrics: bool) -> list[bytes | Segment]:
     """Returns the exposition as pieces in order: families with the same name merged under one header, in first-seen
-    order. Family bodies are the families' own bytes objects (not copies), so a caller may key on their identity."""
+    order. Family bodies are the families' own objects (bytes, not copies, or Segments), so a caller may key on their
+    identity."""
     merged: dict[str, list[Family]] = {}
     for fam in families:
         merged.setdefault(fam.name, []).append(fam)
-    parts: list[bytes] = []
+    parts: list[bytes | Segment] = []
     for name, group in merged.items():
         bodies = [_encoded(f.openmetrics if openmetrics and f.openmetrics is not None else f.text) for f in group]
         if not any(bodies):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from exporter.contract import Api, Fetched
@@ -15,6 +16,7 @@ from exporter.exposition.context import RenderContext, split_budget
 from exporter.exposition.format import Family, pieces
 from exporter.exposition.selfmetrics import SelfMetrics
 from exporter.speed import Exposition, Gzipper, rendering
+from exporter.speed.gzip import Segment
 from exporter.store import Key, View
 
 __all__ = ["Exposition", "Renderer"]
@@ -99,4 +101,18 @@ class Renderer:
         text_tail, om_tail = tails
         om = pieces(families, openmetrics=True)
         om.insert(len(om) - 1, om_tail)  # before `# EOF`
-        return self._gzip.expose([*pieces(families, openmetrics=False), text_tail], om)
+        exposition, compressed = self._gzip.expose([*pieces(families, openmetrics=False), text_tail], om)
+        self._hold_compressed(compressed)
+        return exposition
+
+    def _hold_compressed(self, compressed: Mapping[int, Segment]) -> None:
+        """Replaces, in the families kept for the next render, each text just compressed on its own by its segment:
+        the exposition is then held compressed only, and an unchanged family is not compressed again."""
+        if not compressed:
+            return
+        for entry in self._cache.values():
+            families = entry[2]
+            for i, f in enumerate(families):
+                text, om = compressed.get(id(f.text), f.text), compressed.get(id(f.openmetrics), f.openmetrics)
+                if text is not f.text or om is not f.openmetrics:
+                    families[i] = replace(f, text=text, openmetrics=om)

@@ -1,14 +1,17 @@
-"""Gzip made of per-piece deflate segments: a piece that did not change since the last render keeps its compressed
-segment, and the new ones are compressed on every usable CPU at once (zlib-ng lets go of the GIL).
+"""The exposition held compressed only: gzip made of per-piece deflate segments, inflated as an identity scrape
+streams it.
 
-`Gzipper.expose` is the entry point: exposition pieces in, the plain and gzipped chunks of both formats out.
+A large piece (a family's samples) is compressed on its own into a `Segment`, which replaces its text from then on:
+while the family is unchanged its segment is reused, and its text is not held at all. New pieces are compressed on
+every usable CPU at once (zlib-ng lets go of the GIL). `Gzipper.expose` is the entry point: pieces in, each format's
+gzip chunks out; `inflate` turns them back into text for a client that does not take gzip.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, partial
@@ -28,11 +31,13 @@ MAX_COMPRESSORS = 4  # threads; a publish compresses a few dozen families at mos
 
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0, unknown OS
 FINAL_BLOCK = b"\x03\x00"  # an empty final fixed-Huffman block: ends a deflate stream
+INFLATED_PIECE = 256 * 1024  # bytes an identity scrape inflates at a time: a fraction of a millisecond on the loop
 
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """Some exposition bytes, their raw deflate stream (cut at a byte boundary with no final block) and their CRC-32.
+    """Some exposition bytes held compressed: their raw deflate stream (cut at a byte boundary with no final block),
+    their CRC-32 and their length.
 
     Each segment is compressed on its own (no back-references into another), so any sequence of segments followed
     by FINAL_BLOCK is one valid deflate stream (what pigz does), and the gzip trailer's CRC is the segments' CRCs
@@ -40,27 +45,42 @@ class Segment:
     alike, and its bytes are neither compressed nor read again. The compression lost at each cut is a few bytes.
     """
 
-    data: bytes
     deflated: bytes
     crc: int
+    size: int
 
     @classmethod
     def of(cls, data: bytes, level: int) -> Segment:
         """Compresses `data` (zlib-ng releases the GIL while it works, so segments can be made on several threads)."""
         z = zlib_ng.compressobj(level, zlib_ng.DEFLATED, -zlib_ng.MAX_WBITS)
-        return cls(data, z.compress(data) + z.flush(zlib_ng.Z_SYNC_FLUSH), zlib_ng.crc32(data))
+        return cls(z.compress(data) + z.flush(zlib_ng.Z_SYNC_FLUSH), zlib_ng.crc32(data), len(data))
 
 
 def gzip_member(segments: Sequence[Segment]) -> tuple[bytes, ...]:
     """Returns the gzip file of the segments' data, concatenated, as chunks to write in order: the segments' own
-    deflate streams between a header and a trailer, never joined (a joined copy per format would double what the
-    compressed exposition costs in memory)."""
+    deflate streams between a header and a trailer, never joined (a joined copy would double what the exposition
+    costs in memory)."""
     crc = size = 0
     for seg in segments:
-        crc = zlib_ng.crc32_combine(crc, seg.crc, len(seg.data))  # from the CRCs: the data is not read again
-        size += len(seg.data)
+        crc = zlib_ng.crc32_combine(crc, seg.crc, seg.size)  # from the CRCs: the data is not read again
+        size += seg.size
     trailer = FINAL_BLOCK + struct.pack("<II", crc, size & 0xFFFFFFFF)
     return (GZIP_HEADER, *(seg.deflated for seg in segments), trailer)
+
+
+def inflate(gz_chunks: Iterable[bytes], piece: int = INFLATED_PIECE) -> Iterator[bytes]:
+    """Yields the text of a gzip body, at most `piece` bytes at a time (each a step short enough for the event loop,
+    and a scrape holds one piece, not the whole text)."""
+    d = zlib_ng.decompressobj(16 + zlib_ng.MAX_WBITS)
+    for chunk in gz_chunks:
+        data = chunk
+        while data:
+            out = d.decompress(data, piece)
+            if out:
+                yield out
+            data = d.unconsumed_tail
+    if rest := d.flush():
+        yield rest
 
 
 def usable_cpus() -> int:
@@ -86,51 +106,55 @@ def compressors() -> ThreadPoolExecutor:
 
 @dataclass(frozen=True, slots=True)
 class Exposition:
-    """One exposition in both formats, each plain and gzipped, as chunks to write in order (never joined: the large
-    ones are the families' own bytes and their deflate streams, shared with the last exposition)."""
+    """One rendered exposition in both formats, held gzipped only, as chunks to write in order (never joined: the
+    large ones are the families' own deflate streams, shared with the last exposition), with each format's length
+    once inflated (an identity scrape's Content-Length)."""
 
-    chunks: tuple[bytes, ...]
     gz_chunks: tuple[bytes, ...]
-    om_chunks: tuple[bytes, ...]
+    size: int
     om_gz_chunks: tuple[bytes, ...]
+    om_size: int
+
+
+Piece = bytes | Segment  # a piece of an exposition: text to compress, or a family's text already held compressed
 
 
 class Gzipper:
-    """Compresses the pieces of each render, reusing the segments of the pieces the last render had."""
+    """Compresses the pieces of each render."""
 
     def __init__(self, level: int = GZIP_LEVEL) -> None:
         self._level = level
-        self._segments: dict[int, Segment] = {}  # id(piece) -> its segment, for the pieces of the last render
 
-    def expose(self, text: list[bytes], om: list[bytes]) -> Exposition:
-        """Returns both formats' pieces, plain and gzipped. Only pieces not seen in the last render are compressed:
-        an unchanged API's families reuse their segments, and OpenMetrics reuses the text's."""
+    def expose(self, text: list[Piece], om: list[Piece]) -> tuple[Exposition, dict[int, Segment]]:
+        """Returns both formats' pieces gzipped, and the segment made for each large bytes piece, by the piece's id:
+        the caller holds that segment instead of the piece from then on (unless the `segments` trick is off). Small
+        pieces are joined with their neighbours and compressed afresh each time; OpenMetrics shares the text's
+        segments where its pieces are the same."""
         text_plan, om_plan = self._plan(text), self._plan(om)
         todo = {id(unit): unit for unit in (*text_plan, *om_plan) if isinstance(unit, bytes)}  # a family body once
         made = dict(zip(todo, compressors().map(partial(Segment.of, level=self._level), todo.values()), strict=True))
         text_segments = [made[id(u)] if isinstance(u, bytes) else u for u in text_plan]
         om_segments = [made[id(u)] if isinstance(u, bytes) else u for u in om_plan]
-        # A large piece's segment is kept for the next render (the piece kept alive by it, so its id stays its own).
-        if enabled("segments"):
-            self._segments = {id(seg.data): seg for seg in (*text_segments, *om_segments)
-                              if len(seg.data) >= OWN_SEGMENT}
-        return Exposition(tuple(s.data for s in text_segments), gzip_member(text_segments),
-                       tuple(s.data for s in om_segments), gzip_member(om_segments))
+        large = {id(p) for p in (*text, *om) if isinstance(p, bytes) and len(p) >= OWN_SEGMENT}
+        own = {key: made[key] for key in large} if enabled("segments") else {}
+        exposition = Exposition(gzip_member(text_segments), sum(s.size for s in text_segments),
+                                gzip_member(om_segments), sum(s.size for s in om_segments))
+        return exposition, own
 
-    def _plan(self, parts: list[bytes]) -> list[Segment | bytes]:
-        """Returns what covers `parts` in order: a large part's segment from the last render, or the part itself to
-        compress, and runs of small parts joined, to compress."""
-        out: list[Segment | bytes] = []
+    @staticmethod
+    def _plan(parts: list[Piece]) -> list[Piece]:
+        """Returns what covers `parts` in order: segments as they are, a large part alone and runs of small parts
+        joined, to compress."""
+        out: list[Piece] = []
         small: list[bytes] = []
         for part in parts:
-            if len(part) < OWN_SEGMENT:
+            if isinstance(part, bytes) and len(part) < OWN_SEGMENT:
                 small.append(part)
                 continue
             if small:
                 out.append(b"".join(small))
                 small = []
-            seg = self._segments.get(id(part))
-            out.append(seg if seg is not None and seg.data is part else part)
+            out.append(part)
         if small:
             out.append(b"".join(small))
         return out

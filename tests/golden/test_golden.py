@@ -73,6 +73,7 @@ from tests.helpers import (
     KEY_ID,
     SECRET,
     FakeClock,
+    body,
     eventually_status,
     rendering,
     running_exporter,
@@ -183,7 +184,7 @@ def render(case: Case, openmetrics: bool) -> tuple[bytes, bytes, float]:
         for api, result in zip(case.apis, case.results(), strict=True):
             store.record_success((name, api), Fetched(result, 1, 1), end=NOW, duration=0.1)
         exposition = renderer.render(store.view(NOW))
-        out.append(b"".join(exposition.om_chunks if openmetrics else exposition.chunks))
+        out.append(body(exposition, openmetrics=openmetrics))
     dropped = samples(out[0].decode()).get("cloud_job_exporter_job_series_dropped", {})
     eof = b"# EOF\n" if openmetrics else b""
     return job_families(out[0]) + eof, job_families(out[1]) + eof, sum(dropped.values())
