@@ -103,19 +103,14 @@ class Source(Protocol):
         ...
 
 
-# Opens a source: (its config, its credentials, the request counter it reports to, a transport replacing the
-# network in tests and the demo, or None) -> the source.
-Opener = Callable[
-    ["C", Callable[[], "Credentials"], "RequestCounter", "httpx.AsyncBaseTransport | None"], Source
-]
-
-
 @dataclass(frozen=True, slots=True)
 class Kind(Generic[C]):
-    """A source kind: its config model (whose `kind` field is a Literal of the kind's name) and its opener."""
+    """A source kind: its config model (whose `kind` field is a Literal of the kind's name), and `open`, which makes
+    a source from (its validated config, its credentials, the request counter it reports to, a transport that
+    replaces the network in tests and the demo, or None)."""
 
     config: type[C]
-    open: Opener
+    open: Callable[[C, Callable[[], Credentials], RequestCounter, httpx.AsyncBaseTransport | None], Source]
 
     @property
     def name(self) -> str:
