@@ -134,15 +134,24 @@ def text(record: Mapping[str, Any], key: str, *, required: bool = False) -> str:
 
 
 MB = 1024 * 1024  # the vendors' MB are mebibytes
+# The largest magnitude a numeric field may have: far beyond any count, size, time or share the vendors report, and
+# small enough that sums over any number of jobs stay finite floats. A larger one (a 400-digit integer, 1e308) would
+# be written to the exposition as a value Prometheus refuses, and it would take down the whole scrape.
+MAX_NUMBER = 2.0**63
+# The largest total count a listing may report: more would ask for more pages than any poll reads.
+MAX_TOTAL = 2**31
 
 
 def number(record: Mapping[str, Any], key: str, scale: int | float = 1) -> float | None:
-    """Returns a numeric field times `scale`, None when absent; raises BadRecord for a wrong type or NaN.
+    """Returns a numeric field times `scale`, None when absent; raises BadRecord for a wrong type, NaN, an infinity
+    or a magnitude past MAX_NUMBER.
 
     Integers stay integers when `scale` is one (an int is written to the exposition faster and without `.0`)."""
     value = record.get(key)
     kind = type(value)  # exact types, as json.loads makes them (and a bool is no number): the cheapest test per field
     if kind is int or (kind is float and math.isfinite(value)):
+        if not -MAX_NUMBER <= value <= MAX_NUMBER:  # an int compares with a float exactly, however long
+            raise BadRecord(f"{key} is out of range")
         return value * scale if scale != 1 else value
     if value is None:
         return None
@@ -195,8 +204,8 @@ def records_of(data: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
 
 
 def integer_field(data: Mapping[str, Any], key: str) -> int:
-    """Returns a required non-negative integer envelope field; raises PollError otherwise."""
+    """Returns a required non-negative integer envelope field of at most MAX_TOTAL; raises PollError otherwise."""
     value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise PollError("bad_response", f"data.{key} is missing or not a non-negative integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOTAL:
+        raise PollError("bad_response", f"data.{key} is missing or not an integer from 0 to {MAX_TOTAL}")
     return value

@@ -146,10 +146,11 @@ def retry_after_seconds(response: httpx.Response, *, ms_header: str | None = Non
 
 
 def json_body(response: httpx.Response, request_id: str | None) -> Any:
-    """Returns the decoded JSON body; raises PollError(bad_response) for a body that is not JSON."""
+    """Returns the decoded JSON body; raises PollError(bad_response) for a body that is not JSON, or JSON nested too
+    deep for the decoder (Python's own limit, about a thousand levels: no vendor answer comes near)."""
     try:
         return response.json()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise PollError(
             "bad_response", f"HTTP {response.status_code} with a body that is not JSON", request_id=request_id
         ) from None

@@ -26,6 +26,7 @@ from exporter.sources.dataarts_factory import render
 from exporter.sources.dataarts_factory.config import DataArtsFactoryConfig
 from exporter.sources.dataarts_factory.records import DataArtsJob, DataArtsJobList
 from exporter.sources.fetching import (
+    MAX_TOTAL,
     BadRecord,
     Page,
     Skips,
@@ -54,8 +55,8 @@ def api_name(workspace: str | None, job_type: str) -> str:
 def read_page(body: Mapping[str, Any]) -> Page:
     """Returns (the page's job records, `total`); raises PollError(bad_response) when either is missing or wrong."""
     total, jobs = body.get("total"), body.get("jobs")
-    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
-        raise PollError("bad_response", "total is missing or not a non-negative integer")
+    if isinstance(total, bool) or not isinstance(total, int) or not 0 <= total <= MAX_TOTAL:
+        raise PollError("bad_response", f"total is missing or not an integer from 0 to {MAX_TOTAL}")
     if jobs is None:
         jobs = []
     if not isinstance(jobs, list):

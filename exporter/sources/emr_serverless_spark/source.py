@@ -36,6 +36,7 @@ from exporter.sources.emr_serverless_spark.records import (
     SparkJobRuns,
 )
 from exporter.sources.fetching import (
+    MAX_TOTAL,
     MB,
     BadRecord,
     Skips,
@@ -131,7 +132,7 @@ def _next_token(data: Mapping[str, Any]) -> str | None:
 
 def _total(data: Mapping[str, Any]) -> int | None:
     total = data.get("totalCount")
-    return total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
+    return total if isinstance(total, int) and not isinstance(total, bool) and 0 <= total <= MAX_TOTAL else None
 
 
 class EndedRuns:
