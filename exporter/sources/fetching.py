@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import structlog
 
 from exporter.contract import PollError
+from exporter.speed import untrack
 
 T = TypeVar("T")
 log = structlog.get_logger("exporter.sources")
@@ -159,7 +160,8 @@ def number(record: Mapping[str, Any], key: str, scale: int | float = 1) -> float
 
 
 def parse_page(raw: list[Any], parse: Callable[[Mapping[str, Any]], T], skips: Skips) -> list[T]:
-    """Returns the records of one page parsed; bad ones are counted (`bad_field`) and skipped."""
+    """Returns the records of one page parsed, out of the garbage collector's view; bad ones are counted
+    (`bad_field`) and skipped."""
     parsed: list[T] = []
     for item in raw:
         try:
@@ -168,6 +170,7 @@ def parse_page(raw: list[Any], parse: Callable[[Mapping[str, Any]], T], skips: S
             parsed.append(parse(item))
         except BadRecord:
             skips.add("bad_field")
+    untrack(parsed)  # as each page arrives, not when the poll ends (docs/performance.md)
     return parsed
 
 

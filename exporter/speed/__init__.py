@@ -3,12 +3,14 @@ in docs/performance.md and switchable off for that measure (`switches`, CJE_SPEE
 
 The rest of the exporter calls only these entry points:
 - `startup()` once, before the first poll (runtime);
-- `hold(result)` as a poll's result is stored (store): its records out of the garbage collector's view;
+- `untrack(records)` as each page is parsed (the shared page parser, `sources.fetching.parse_page`, so no source
+  has to remember it): its records out of the garbage collector's view while the poll goes on;
+- `hold(result)` as a poll's result is stored (store): the tuples it holds its records in, likewise;
 - `rendering()` around each render (renderer): the heap trimmed, the collector paused;
 - `Gzipper` for each render's gzip (renderer): per-piece deflate segments, reused and made on every usable CPU.
 """
 
 from exporter.speed.gzip import Exposition, Gzipper
-from exporter.speed.heap import hold, rendering, startup
+from exporter.speed.heap import hold, rendering, startup, untrack
 
-__all__ = ["Exposition", "Gzipper", "hold", "rendering", "startup"]
+__all__ = ["Exposition", "Gzipper", "hold", "rendering", "startup", "untrack"]

@@ -81,3 +81,18 @@ async def test_an_answer_the_parser_cannot_hold_is_a_bad_response(answer: bytes,
     assert not state.up and state.last_reason == "bad_response", what
     assert value(text, "cloud_job_exporter_poll_errors_total", source="mc", api="GetRunningJobs",
                  reason="bad_response") == 1
+
+
+def test_a_parsed_page_is_out_of_the_collectors_view() -> None:
+    """Each page's records are untracked as the page is parsed, while the poll goes on: left tracked until the poll
+    ends, they were visited by the full collections during it (the stall while fetching, docs/performance.md)."""
+    import gc
+    import platform
+
+    from exporter.sources.fetching import Skips, parse_page
+    from exporter.sources.maxcompute.source import parse_running_job
+
+    if platform.python_implementation() != "CPython":
+        pytest.skip("untracking is CPython's")
+    parsed = parse_page([job(i, i / 10) for i in range(30)], parse_running_job, Skips())
+    assert len(parsed) == 30 and not any(map(gc.is_tracked, parsed))
