@@ -52,7 +52,10 @@ ACCEPT_PROMETHEUS = ("application/openmetrics-text;version=1.0.0;q=0.5,applicati
                      "q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.1")
 
 # Targets (issue 2, item 11).
-TARGET_SCRAPE_SPEEDUP = 300.0
+TARGET_SCRAPE_SPEEDUP = 300.0  # gzip: what Prometheus asks for
+# Identity (curl, a browser): the exposition is held gzipped only and inflated as it is sent; set at 300x at first,
+# lowered in issue 12 once the floor row showed that no Python server reaches that on this machine.
+TARGET_IDENTITY_SPEEDUP = 50.0
 TARGET_RENDER_SAMPLES_PER_S = 1_000_000
 TARGET_STALL_MS = 20.0
 TARGET_POLL_OVER_BOUND = 1.2
@@ -805,9 +808,10 @@ def figures(out: dict[str, Any]) -> list[dict[str, Any]]:
                     f"{s['p99_ms'] / f['p99_ms']:.2f}x the floor's)")
             continue
         speedup = b["p99_ms"] / s["p99_ms"]
+        target = TARGET_IDENTITY_SPEEDUP if "identity" in name else TARGET_SCRAPE_SPEEDUP
         row(f"scrape {name}: p50 / p99 (baseline p50 / p99)",
             f"{s['p50_ms']:.1f} / {s['p99_ms']:.1f} ms, n={s['n']} ({b['p50_ms']:,.0f} / {b['p99_ms']:,.0f} ms, "
-            f"n={b['n']}): {speedup:,.0f}x", f">= {TARGET_SCRAPE_SPEEDUP:g}x", speedup >= TARGET_SCRAPE_SPEEDUP)
+            f"n={b['n']}): {speedup:,.0f}x", f">= {target:g}x", speedup >= target)
         if f:
             row(f"scrape {name} from a bare socket server, the same bytes (this machine's floor): p50 / p99",
                 f"{f['p50_ms']:.1f} / {f['p99_ms']:.1f} ms, n={f['n']}: {b['p99_ms'] / f['p99_ms']:,.0f}x the "

@@ -98,6 +98,10 @@ class App:
             # body's next piece is made only once the last one is written.
             for chunk in chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if isinstance(body, Inflated):
+                    # send() returns without a turn of the loop while the socket takes what is written: inflating
+                    # the next piece right away would hold the loop for the whole body.
+                    await asyncio.sleep(0)
         await send({"type": "http.response.body", "body": b""})
 
     async def _allowed(self, scope: Scope) -> bool | None:

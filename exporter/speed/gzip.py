@@ -31,7 +31,7 @@ MAX_COMPRESSORS = 4  # threads; a publish compresses a few dozen families at mos
 
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0, unknown OS
 FINAL_BLOCK = b"\x03\x00"  # an empty final fixed-Huffman block: ends a deflate stream
-INFLATED_PIECE = 256 * 1024  # bytes an identity scrape inflates at a time: a fraction of a millisecond on the loop
+INFLATED_PIECE = 1024 * 1024  # bytes an identity scrape inflates at a time, and holds: a millisecond or two on the loop
 
 
 @dataclass(frozen=True, slots=True)
