@@ -8,8 +8,9 @@ cap that the source's APIs share). Nothing here knows a vendor, a metric name or
 through adding a kind.
 
 A kind's records (its `records` module) are plain and immutable: frozen dataclasses, and per-job NamedTuples of str,
-int, float and None. Times are UNIX seconds, sizes bytes, strings trimmed; a field the API did not return is None
-and yields no sample.
+int, float and None, held in exact `tuple` fields of the result (which the store takes out of the garbage collector's
+view, so nothing else may be in them). Times are UNIX seconds, sizes bytes, strings trimmed; a field the API did not
+return is None and yields no sample.
 """
 
 from __future__ import annotations

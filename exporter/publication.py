@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from exporter.exposition.renderer import Exposition
+from exporter.speed.gzip import Exposition
 from exporter.store import ApiState
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import html
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +59,26 @@ def _accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
+async def _send_inflated(send: Send, receive: Receive, pieces: Iterable[bytes]) -> None:
+    """Writes an inflated body piece by piece, each inflated once the last is written, with a turn of the event loop
+    between them (send() returns without one while the socket takes what is written: inflating on would hold the
+    loop for the whole body); stops when the client has gone, rather than inflate the rest for no one."""
+
+    async def wait_for_disconnect() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    gone = asyncio.create_task(wait_for_disconnect())
+    try:
+        for piece in pieces:
+            if gone.done():
+                return
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await asyncio.sleep(0)
+    finally:
+        gone.cancel()
+
+
 MAX_WAITING_CHECKS = 8
 BUSY = Reply(503, b"Too many password checks at once, retry\n", headers=((b"retry-after", b"1"),))
 UNAUTHORIZED = Reply(401, b"Unauthorized\n", headers=((b"www-authenticate", b'Basic realm="cloud-job-exporter"'),))
@@ -94,14 +114,12 @@ class App:
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         if scope["method"] != "HEAD":
             # One message per chunk: the server's flow control then holds about one chunk in its write buffer, where
-            # a body of tens of MB sent whole would be copied whole into it, for every scrape in flight; an inflated
-            # body's next piece is made only once the last one is written.
-            for chunk in chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if isinstance(body, Inflated):
-                    # send() returns without a turn of the loop while the socket takes what is written: inflating
-                    # the next piece right away would hold the loop for the whole body.
-                    await asyncio.sleep(0)
+            # a body of tens of MB sent whole would be copied whole into it, for every scrape in flight.
+            if isinstance(body, Inflated):
+                await _send_inflated(send, receive, chunks)
+            else:
+                for chunk in chunks:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
     async def _allowed(self, scope: Scope) -> bool | None:

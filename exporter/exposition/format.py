@@ -124,7 +124,8 @@ def counter(name: str, help_: str, rows: Iterable[tuple[str, float]]) -> Family:
     return Family(name, "counter", help_, body.encode())
 
 
-def _le(bound: float) -> str:
+def le_text(bound: float) -> str:
+    """Returns a bucket bound as its `le` label value: `+Inf`, or the float's shortest text (`1.0`, `0.25`)."""
     return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
@@ -164,7 +165,7 @@ class Buckets:
         lines, running = [], 0
         for bound, n in zip([*self.bounds, float("inf")], self.counts, strict=True):
             running += n
-            lines.append(f'{name}_bucket{{{lab}{sep}le="{_le(bound)}"}} {running}\n')
+            lines.append(f'{name}_bucket{{{lab}{sep}le="{le_text(bound)}"}} {running}\n')
         g = "g" if gauge_style else ""
         lines.append(f"{name}_{g}sum{{{lab}}} {self.total}\n")
         lines.append(f"{name}_{g}count{{{lab}}} {running}\n")

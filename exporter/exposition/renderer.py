@@ -1,4 +1,4 @@
-"""The Renderer: a store View in, one Exposition (both formats, plain and gzipped) out.
+"""The Renderer: a store View in, one Exposition (both formats, held gzipped) out.
 
 Each API's families come from its kind's `render`, given the API's share of the source's per-job cap; the
 exporter's own families from `selfmetrics`."""
@@ -79,7 +79,9 @@ class Renderer:
             if state.data is None:
                 continue
             live.add(key)
-            families, n = self._api_families(view, key, state.data, budgets.get(key, 0))
+            # An API without `jobs` takes no share of the cap; should its render cap jobs, it has the whole of it.
+            families, n = self._api_families(view, key, state.data,
+                                             budgets.get(key, view.sources[state.source].max_job_series))
             if state.fresh_data(view.now) is None:
                 out.extend(f for f in families if f.kind in CUMULATIVE)
                 continue

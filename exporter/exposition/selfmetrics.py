@@ -17,19 +17,16 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.exposition.format import le_text
 from exporter.store import View
 from exporter.tally import HistogramValue
 
 OPENMETRICS_EOF = b"# EOF\n"
 
 
-def _le(bound: float) -> str:
-    return "+Inf" if bound == float("inf") else repr(float(bound))
-
-
 def _buckets(value: HistogramValue) -> list[tuple[str, float]]:
     """Returns a histogram's cumulative (le, count) pairs, +Inf last."""
-    return list(zip(map(_le, (*value.bounds, float("inf"))), accumulate(value.counts), strict=True))
+    return list(zip(map(le_text, (*value.bounds, float("inf"))), accumulate(value.counts), strict=True))
 
 
 def _counter(name: str, help_: str, label_names: list[str], rows: Mapping[tuple[str, ...], float]) -> Metric:

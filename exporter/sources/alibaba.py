@@ -17,9 +17,8 @@ import httpx
 
 from exporter.auth.aliyun import AliyunAuth
 from exporter.config import SourceConfig
-from exporter.contract import RequestCounter
+from exporter.contract import PollError, RequestCounter
 from exporter.credentials import Credentials
-from exporter.sources.fetching import PollError
 from exporter.sources.http import Sender, json_body, make_client, reason_for, retry_after_seconds, retry_throttled
 
 THROTTLE_CODE_PREFIXES = ("Throttling",)  # Throttling, Throttling.User, Throttling.Api, Throttling.Resource, ...

@@ -14,9 +14,8 @@ import httpx
 
 from exporter import __version__
 from exporter.config import SourceConfig
-from exporter.contract import RequestCounter
+from exporter.contract import PollError, RequestCounter
 from exporter.credentials import CredentialError
-from exporter.sources.fetching import PollError
 
 T = TypeVar("T")
 USER_AGENT = f"cloud-job-exporter/{__version__}"

@@ -16,9 +16,8 @@ import httpx
 
 from exporter.auth.huawei import HuaweiAuth
 from exporter.config import SourceConfig
-from exporter.contract import RequestCounter
+from exporter.contract import PollError, RequestCounter
 from exporter.credentials import Credentials
-from exporter.sources.fetching import PollError
 from exporter.sources.http import Sender, json_body, make_client, reason_for, retry_after_seconds, retry_throttled
 
 # Gateway codes are whole (`APIG.` and four digits), so each is matched as its own prefix.

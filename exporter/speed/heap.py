@@ -52,7 +52,9 @@ def untrack(records: Iterable[tuple]) -> None:
     and the event loop stalled (docs/performance.md). Reference counting still frees them."""
     if GC_UNTRACK is not None and enabled("untrack"):
         for record in records:
-            if gc.is_tracked(record):
+            # Only tuples: some types (functions, generators, methods) untrack themselves when freed without
+            # looking first, and would crash the process if untracked here.
+            if isinstance(record, tuple) and gc.is_tracked(record):
                 GC_UNTRACK(record)
 
 
@@ -69,8 +71,8 @@ def hold(result: object) -> None:
     for field in dataclasses.fields(result):
         value = getattr(result, field.name)
         if type(value) is tuple:
-            untrack(value)
-            untrack((value,))
+            untrack(value)  # its records (already untracked when a page parser made them)
+            untrack([value])  # and the tuple itself
 
 
 def startup() -> None:
