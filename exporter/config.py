@@ -80,9 +80,6 @@ def _increasing(values: list[float]) -> tuple[float, ...]:
 
 
 BucketBounds = Annotated[list[float], AfterValidator(_increasing)]
-# From a second to a day: short SQL jobs to daily batch runs.
-DEFAULT_DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
-                            14400.0, 28800.0, 43200.0, 86400.0)
 
 
 class Strict(BaseModel):
@@ -215,11 +212,6 @@ def file_model(models: tuple[type[SourceConfig], ...]) -> type[ExporterConfig]:
     )
 
 
-def kind_names(kinds: Mapping[str, Kind[Any]]) -> str:
-    """Returns the kinds' names for a message, as `a, b, c`."""
-    return ", ".join(kinds)
-
-
 def _rrsa(source: SourceConfig) -> tuple[str, str, Path] | None:
     """Returns (role ARN, OIDC provider ARN, token file) when the source uses RRSA, None for access keys.
 
@@ -316,7 +308,7 @@ def parse_config(data: Any, kinds: Mapping[str, Kind[Any]]) -> ExporterConfig:
     try:
         return file_model(tuple(k.config for k in kinds.values())).model_validate(data)
     except ValidationError as exc:
-        raise ConfigError("; ".join(_describe(e, data, kind_names(kinds)) for e in exc.errors())) from None
+        raise ConfigError("; ".join(_describe(e, data, ", ".join(kinds)) for e in exc.errors())) from None
 
 
 def load_config(path: Path, kinds: Mapping[str, Kind[Any]]) -> ExporterConfig:

@@ -30,7 +30,7 @@ from exporter.sources.emr_serverless_spark.records import (
 from exporter.sources.maxcompute.records import FinishedJobs, JobSnapshot, RunningJob, RunningJobs, SnapshotJob
 from exporter.tally import Tally
 
-# exporter.config.DEFAULT_DURATION_BUCKETS: MaxComputeConfig's default `wait_buckets` and `run_buckets`.
+# exporter.sources.maxcompute.config.DEFAULT_DURATION_BUCKETS: the default `wait_buckets` and `run_buckets`.
 MAXCOMPUTE_DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
                                14400.0, 28800.0, 43200.0, 86400.0)
 # exporter.sources.emr_serverless_spark.config.DURATION_BUCKETS: the ended runs' duration histogram.

@@ -59,7 +59,7 @@ import pytest
 
 import exporter.simulator.app as simulator_app
 import exporter.simulator.dataarts_factory as simulator_dataarts
-from exporter.config import DEFAULT_DURATION_BUCKETS, parse_config
+from exporter.config import parse_config
 from exporter.contract import Fetched, SourceInfo
 from exporter.credentials import static
 from exporter.demo import demo_sources
@@ -68,6 +68,7 @@ from exporter.simulator import Simulator, WorkloadParams
 from exporter.simulator.run import run_in_thread
 from exporter.sources import KINDS
 from exporter.sources.emr_serverless_spark.config import DURATION_BUCKETS as EMR_DEFAULT_BUCKETS
+from exporter.sources.maxcompute.config import DEFAULT_DURATION_BUCKETS
 from tests.golden import records
 from tests.helpers import (
     KEY_ID,

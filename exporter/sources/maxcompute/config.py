@@ -6,7 +6,11 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from exporter.config import DEFAULT_DURATION_BUCKETS, BucketBounds, Duration, NameList, SourceConfig
+from exporter.config import BucketBounds, Duration, NameList, SourceConfig
+
+# From a second to a day: short SQL jobs to daily batch runs.
+DEFAULT_DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
+                            14400.0, 28800.0, 43200.0, 86400.0)
 
 
 class MaxComputeConfig(SourceConfig):
