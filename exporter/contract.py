@@ -48,13 +48,14 @@ class PollError(Exception):
 
     def __init__(
         self, reason: str, message: str, *, request_id: str | None = None, retry_after: float | None = None,
-        code: str = "",
+        code: str = "", limit: str | None = None,
     ) -> None:
         super().__init__(message)
         self.reason = reason
         self.request_id = request_id
         self.retry_after = retry_after
         self.code = code  # the vendor's error code, e.g. OBJECT_NOT_EXIST, when the response had one
+        self.limit = limit  # the config key of the bound the response broke (`max_response_size`), if that failed it
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,7 @@ class Fetched(Generic[R]):
     pages: int
     records: int
     skipped: Mapping[str, int] = field(default_factory=dict)
+    limits: Mapping[str, int] = field(default_factory=dict)  # bounds reached, by config key (`max_pages`)
 
 
 # (the families of one result, how many jobs the per-job cap left out of them)

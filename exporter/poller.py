@@ -96,18 +96,21 @@ class Poller:
     def _failed(self, target: Target, exc: PollError, duration: float, crash: Exception | None = None) -> None:
         key = target.key
         # The message reaches the landing page: scrub any secret a library may have echoed into it.
-        self.store.record_failure(key, exc.reason, redact(str(exc)), self._clock(), duration)
+        self.store.record_failure(key, exc.reason, redact(str(exc)), self._clock(), duration, exc.limit)
+        backoff = {}
         if exc.reason == "throttled":
             n = self._throttled_in_a_row[key] = self._throttled_in_a_row.get(key, 0) + 1
             wait = min(exc.retry_after or target.api.interval * 2 ** (n - 1), MAX_BACKOFF)
             self._backoff_until[key] = self._clock() + wait
+            backoff = {"backoff_seconds": round(wait, 3)}
         # One line when an API starts failing or fails for another reason, not one per failing poll: a long outage
         # is not a log flood (the messages themselves vary: request ids, the gateway's string to sign).
         if self._failing.get(key) != exc.reason:
             self._failing[key] = exc.reason
             traceback = {"exc_info": crash} if crash else {}  # a crash is a bug: its traceback helps; a failure not
             log.warning("poll failed", source=target.source, api=target.api.name, reason=exc.reason,
-                        error=str(exc), request_id=exc.request_id, duration_seconds=round(duration, 3), **traceback)
+                        error=str(exc), request_id=exc.request_id, duration_seconds=round(duration, 3), **backoff,
+                        **traceback)
 
     async def publish(self) -> None:
         """Renders the store off the event loop and swaps the new exposition in."""

@@ -53,6 +53,7 @@ class View:
     poll_errors: Mapping[tuple[str, str, str], int]
     polls_skipped: Mapping[tuple[str, str, str], int]
     records_skipped: Mapping[tuple[str, str, str], int]
+    limits_reached: Mapping[tuple[str, str, str], int]
     requests: Mapping[tuple[str, str, str], int]
     durations: FrozenTally  # histogram `poll_duration` by (source, api)
 
@@ -67,6 +68,7 @@ class Store:
         self.poll_errors: Counter[tuple[str, str, str]] = Counter()
         self.polls_skipped: Counter[tuple[str, str, str]] = Counter()
         self.records_skipped: Counter[tuple[str, str, str]] = Counter()
+        self.limits_reached: Counter[tuple[str, str, str]] = Counter()
         self.durations = Tally({"poll_duration": POLL_DURATION_BUCKETS})
 
     def add_api(self, info: SourceInfo, api: str, stale_after: float) -> None:
@@ -85,9 +87,14 @@ class Store:
         self.durations.observe("poll_duration", key, duration)
         for reason, n in fetched.skipped.items():
             self.records_skipped[(*key, reason)] += n
+        for limit, n in fetched.limits.items():
+            self.limits_reached[(*key, limit)] += n
 
-    def record_failure(self, key: Key, reason: str, message: str, end: float, duration: float) -> None:
-        """Marks the API down; its last good data stays until it is stale."""
+    def record_failure(
+        self, key: Key, reason: str, message: str, end: float, duration: float, limit: str | None = None
+    ) -> None:
+        """Marks the API down (counting the bound it broke, if that was why); its last good data stays until it is
+        stale."""
         state = self.states[key]
         self.states[key] = replace(
             state, polls=state.polls + 1, up=False, last_poll_end=end, last_duration=duration, last_reason=reason,
@@ -95,6 +102,8 @@ class Store:
         )
         self.durations.observe("poll_duration", key, duration)
         self.poll_errors[(*key, reason)] += 1
+        if limit:
+            self.limits_reached[(*key, limit)] += 1
 
     def record_skip(self, key: Key, reason: str) -> None:
         """Counts a scheduled poll that did not run (the previous one still running, or backing off)."""
@@ -114,6 +123,7 @@ class Store:
             poll_errors=dict(self.poll_errors),
             polls_skipped=dict(self.polls_skipped),
             records_skipped=dict(self.records_skipped),
+            limits_reached=dict(self.limits_reached),
             requests=requests,
             durations=self.durations.freeze(),
         )

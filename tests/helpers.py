@@ -21,11 +21,18 @@ from exporter.exposition.context import RenderContext
 from exporter.exposition.renderer import Exposition, Renderer
 from exporter.runtime import Exporter, build, serve
 from exporter.sources import KINDS
+from exporter.sources.http import Bounds, Sender
 from exporter.store import Store
 from exporter.webconfig import WebConfig
 
 KEY_ID, SECRET = "LTAI5tTestKeyId0000", "test-secret-value-0123456789"
 START = 1_700_000_000.0
+
+
+def sender(client: httpx.AsyncClient, counter: RequestCounter | None = None, *, max_size: int = 4 << 20,
+           max_items: int = 25_000) -> Sender:
+    """Returns a Sender of one request at a time through `client`, with the default bounds unless told others."""
+    return Sender(client, counter or RequestCounter(), concurrency=1, timeout=5, bounds=Bounds(max_size, max_items))
 
 # The simulator's fault switches and the poll error reason each must produce, for the Alibaba Cloud sources.
 ACS_FAULTS: list[tuple[str, dict[str, Any], str]] = [

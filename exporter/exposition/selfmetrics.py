@@ -83,6 +83,9 @@ class ExporterCollector(Collector):
         yield _counter("cloud_job_exporter_records_skipped_total", "Records left out of polls, by reason (bad_field, "
                        "duplicate, page_limit; GetJobInfo: not_found, gave_up, failed, queue_full).",
                        ["source", "api", "reason"], view.records_skipped)
+        yield _counter("cloud_job_exporter_limits_reached_total", "Times a poll reached one of the source's bounds, by "
+                       "its config key (max_response_size, max_page_items, max_label_length, max_pages).",
+                       ["source", "api", "limit"], view.limits_reached)
         yield _gauge("cloud_job_exporter_job_series_dropped", "Jobs left out of the per-job series by max_job_series.",
                      ["source"], [((s,), n) for s, n in self._dropped.items()])
 

@@ -107,11 +107,8 @@ class AcsCaller:
     Spark); `call()` returns the result either way.
     """
 
-    def __init__(
-        self, client: httpx.AsyncClient, version: str, counter: RequestCounter, *, concurrency: int, timeout: float,
-        enveloped: bool = True,
-    ) -> None:
-        self._sender = Sender(client, counter, concurrency=concurrency, timeout=timeout)
+    def __init__(self, sender: Sender, version: str, *, enveloped: bool = True) -> None:
+        self._sender = sender
         self._version = version
         self._enveloped = enveloped
 
@@ -171,6 +168,4 @@ def acs_caller(
 ) -> AcsCaller:
     """Returns a caller for one Alibaba Cloud source: its client, signed with ACS3, bounded by its concurrency."""
     client = make_client(config, base_url, AliyunAuth(credentials), transport)
-    return AcsCaller(
-        client, version, counter, concurrency=config.max_concurrency, timeout=config.timeout, enveloped=enveloped
-    )
+    return AcsCaller(Sender.of(config, client, counter), version, enveloped=enveloped)

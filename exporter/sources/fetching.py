@@ -7,15 +7,19 @@ import math
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import structlog
 
-from exporter.contract import PollError
+from exporter.contract import Fetched, PollError
 from exporter.speed import untrack
 
 T = TypeVar("T")
+R = TypeVar("R")
 log = structlog.get_logger("exporter.sources")
+DEFAULT_MAX_LABEL_LENGTH = 1024
+MIN_MAX_LABEL_LENGTH = 64  # the smallest `max_label_length` allowed: shorter values need no look at the source's own
 
 
 class BadRecord(Exception):
@@ -23,15 +27,25 @@ class BadRecord(Exception):
 
 
 class Skips:
-    """Counts records left out of a poll, by reason."""
+    """Counts what one poll left out: records by reason, and the bounds it reached by config key."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_label_length: int = DEFAULT_MAX_LABEL_LENGTH) -> None:
         self.counts: Counter[str] = Counter()
+        self.limits: Counter[str] = Counter()
+        self.max_label_length = max_label_length
 
     def add(self, reason: str, n: int = 1) -> None:
         """Counts `n` records left out for `reason`."""
         if n > 0:
             self.counts[reason] += n
+
+    def reached(self, limit: str) -> None:
+        """Counts one reaching of the bound that config key `limit` sets."""
+        self.limits[limit] += 1
+
+    def fetched(self, result: R, pages: int, records: int) -> Fetched[R]:
+        """Returns a poll's outcome: its result, pages and records read, and what it left out."""
+        return Fetched(result, pages, records, dict(self.counts), dict(self.limits))
 
 
 Page = tuple[list[Any], int]  # one page's records and the total the page reports
@@ -111,14 +125,16 @@ async def fetch_numbered_pages(
         read += len(batch)
     if read < (wanted := math.ceil(total / page_size)):
         skips.add("page_limit", total - read * page_size)
+        skips.reached("max_pages")
         log.warning("page limit reached", api=api, total_count=total, pages=wanted, max_pages=max_pages)
     return records, read
 
 
 def text(record: Mapping[str, Any], key: str, *, required: bool = False) -> str:
-    """Returns a trimmed string field ('' when absent); raises BadRecord for a wrong type or a missing id. Fields
-    that are not ids are label values that recur across thousands of records (project, quota, owner): one shared
-    copy of each is kept instead of one per record."""
+    """Returns a trimmed string field ('' when absent), cut to the source's `max_label_length` (counted); raises
+    BadRecord for a wrong type, or an id that is missing or longer than that. Fields that are not ids are label
+    values that recur across thousands of records (project, quota, owner): one shared copy of each is kept instead of
+    one per record."""
     value = record.get(key)
     if value is None:
         if required:
@@ -127,11 +143,31 @@ def text(record: Mapping[str, Any], key: str, *, required: bool = False) -> str:
     if not isinstance(value, str):
         raise BadRecord(f"{key} is not a string")
     value = value.strip()
+    if len(value) > MIN_MAX_LABEL_LENGTH:
+        value = _within_label_limit(key, value, required)
     if required:
         if not value:
             raise BadRecord(f"{key} is empty")
         return value
     return sys.intern(value)
+
+
+# The Skips of the page being parsed (`parse_page`): its source's `max_label_length`, and where a cut is counted.
+_parsing: ContextVar[Skips | None] = ContextVar("parsing", default=None)
+
+
+def _within_label_limit(key: str, value: str, required: bool) -> str:
+    """Returns `value` cut to the parsing source's `max_label_length`, counting the cut; raises BadRecord for an id
+    (a cut id could name another job)."""
+    skips = _parsing.get()
+    limit = skips.max_label_length if skips else DEFAULT_MAX_LABEL_LENGTH
+    if len(value) <= limit:
+        return value
+    if skips:
+        skips.reached("max_label_length")
+    if required:
+        raise BadRecord(f"{key} is longer than max_label_length ({limit})")
+    return value[:limit]
 
 
 MB = 1024 * 1024  # the vendors' MB are mebibytes
@@ -163,13 +199,17 @@ def parse_page(raw: list[Any], parse: Callable[[Mapping[str, Any]], T], skips: S
     """Returns the records of one page parsed, out of the garbage collector's view; bad ones are counted
     (`bad_field`) and skipped."""
     parsed: list[T] = []
-    for item in raw:
-        try:
-            if not isinstance(item, Mapping):
-                raise BadRecord("record is not an object")
-            parsed.append(parse(item))
-        except BadRecord:
-            skips.add("bad_field")
+    parsing = _parsing.set(skips)
+    try:
+        for item in raw:
+            try:
+                if not isinstance(item, Mapping):
+                    raise BadRecord("record is not an object")
+                parsed.append(parse(item))
+            except BadRecord:
+                skips.add("bad_field")
+    finally:
+        _parsing.reset(parsing)
     untrack(parsed)  # as each page arrives, not when the poll ends (docs/performance.md)
     return parsed
 

@@ -78,8 +78,8 @@ def parse_response(response: httpx.Response) -> Mapping[str, Any]:
 class HuaweiCaller:
     """Sends one source's signed requests: bounded concurrency, a total timeout each, counted by operation."""
 
-    def __init__(self, client: httpx.AsyncClient, counter: RequestCounter, *, concurrency: int, timeout: float) -> None:
-        self._sender = Sender(client, counter, concurrency=concurrency, timeout=timeout)
+    def __init__(self, sender: Sender) -> None:
+        self._sender = sender
 
     @property
     def concurrency(self) -> int:
@@ -126,4 +126,4 @@ def huawei_caller(
     """Returns a caller for one Huawei Cloud source: its client, signed with SDK-HMAC-SHA256 (with `X-Project-Id`
     when a project id is given), bounded by its concurrency."""
     client = make_client(config, base_url, HuaweiAuth(credentials, project_id=project_id), transport)
-    return HuaweiCaller(client, counter, concurrency=config.max_concurrency, timeout=config.timeout)
+    return HuaweiCaller(Sender.of(config, client, counter))

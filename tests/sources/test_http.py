@@ -49,8 +49,7 @@ async def test_after_send_runs_while_the_answer_is_awaited() -> None:
 
     import httpx
 
-    from exporter.contract import RequestCounter
-    from exporter.sources.http import Sender
+    from tests.helpers import sender as make_sender
 
     async def answer_late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -68,7 +67,7 @@ async def test_after_send_runs_while_the_answer_is_awaited() -> None:
         ran.append(time.monotonic())
 
     async with server, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-        sender = Sender(client, RequestCounter(), concurrency=1, timeout=5)
+        sender = make_sender(client)
         started = time.monotonic()
         response = await sender.send("Op", "POST", "/x", content=b"body", after_send=after_send)
         answered = time.monotonic()

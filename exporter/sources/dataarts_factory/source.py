@@ -108,7 +108,7 @@ class DataArtsFactorySource:
     async def job_list(self, workspace: str | None, job_type: str) -> Fetched[DataArtsJobList]:
         """Returns every job of one workspace and job type (all pages: `offset` is the page number from 0)."""
         name = api_name(workspace, job_type)
-        skips = Skips()
+        skips = Skips(self._config.max_label_length)
         headers = {"workspace": workspace} if workspace else None
         read = [0]
 
@@ -137,4 +137,4 @@ class DataArtsFactorySource:
             log.warning("job names repeat across pages", api=name, duplicates=skips.counts["duplicate"],
                         records=read[0])
         result = DataArtsJobList(self._config.project_id, workspace or DEFAULT_WORKSPACE, job_type, tuple(jobs))
-        return Fetched(result, pages, read[0], dict(skips.counts))
+        return skips.fetched(result, pages, read[0])

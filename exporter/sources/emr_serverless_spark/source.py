@@ -89,6 +89,7 @@ async def fetch_token_pages(
         tokens.add(token)
     if total is not None:
         skips.add("page_limit", total - len(records))
+        skips.reached("max_pages")
     log.warning("page limit reached", api=api, total_count=total, max_pages=max_pages)
     return Listing(records, max_pages, False)
 
@@ -246,7 +247,7 @@ class EmrServerlessSparkSource:
         other is cancelled: no request outlives the poll)."""
         ended = self._ended[workspace]
         start, end = ended.window(self._clock())
-        skips = Skips()
+        skips = Skips(self._config.max_label_length)
         active, finished = await gather_or_cancel((
             self._list(workspace, skips, states=list(ACTIVE_STATES)),
             self._list(workspace, skips, endTime={"startTime": int(start * 1000), "endTime": int(end * 1000)}),
@@ -255,5 +256,4 @@ class EmrServerlessSparkSource:
         log.debug("ended runs", workspace=workspace, window_seconds=round(end - start, 3), listed=len(finished.records),
                   counted=counted)
         result = SparkJobRuns(workspace, tuple(self._runs(active, skips)), ended.tally.freeze())
-        return Fetched(result, active.pages + finished.pages, len(active.records) + len(finished.records),
-                       dict(skips.counts))
+        return skips.fetched(result, active.pages + finished.pages, len(active.records) + len(finished.records))

@@ -140,7 +140,7 @@ class MaxComputeSource:
     async def running_jobs(self) -> Fetched[RunningJobs]:
         """Returns every running job (GetRunningJobs, all pages), filtered by the configured projects."""
         now = int(self._clock())
-        skips = Skips()
+        skips = Skips(self._config.max_label_length)
 
         read = [0]
 
@@ -168,7 +168,7 @@ class MaxComputeSource:
             wanted = set(self._config.projects)
             jobs = [j for j in jobs if j.project in wanted]
         await self._observe("GetRunningJobs", jobs, skips)
-        return Fetched(RunningJobs(tuple(jobs)), pages, read[0], dict(skips.counts))
+        return skips.fetched(RunningJobs(tuple(jobs)), pages, read[0])
 
     def _snapshot_request(self, page: int, at: int) -> tuple[dict[str, Any], dict[str, Any]]:
         cfg = self._config
@@ -187,7 +187,7 @@ class MaxComputeSource:
     async def snapshot(self) -> Fetched[JobSnapshot]:
         """Returns the jobs present now (ListJobSnapshotInfos at `to` = now, all pages)."""
         at = int(self._clock())
-        skips = Skips()
+        skips = Skips(self._config.max_label_length)
         snapshot_times: list[float] = []
         read = [0]
 
@@ -218,4 +218,4 @@ class MaxComputeSource:
             jobs = [j for j in jobs if j.quota in wanted]
         await self._observe("ListJobSnapshotInfos", jobs, skips)
         snapshot_time = max(snapshot_times) if snapshot_times else None
-        return Fetched(JobSnapshot(tuple(jobs), snapshot_time), pages, read[0], dict(skips.counts))
+        return skips.fetched(JobSnapshot(tuple(jobs), snapshot_time), pages, read[0])

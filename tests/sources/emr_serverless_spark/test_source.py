@@ -31,7 +31,7 @@ from exporter.sources.emr_serverless_spark.records import (
 )
 from exporter.sources.emr_serverless_spark.render import job_run_families
 from exporter.sources.emr_serverless_spark.source import ACTIVE_STATES, EmrServerlessSparkSource
-from tests.helpers import Hang, render_context, rendering, signing_vectors_dir, text_of
+from tests.helpers import Hang, render_context, rendering, sender, signing_vectors_dir, text_of
 
 NOW = 1_700_000_000.0
 MS = 1000
@@ -144,7 +144,7 @@ async def test_query_matches_the_vendor_sdk_byte_for_byte() -> None:
     headers = {k: v for k, v in vector["headers"].items() if k in passed_through}
     client = httpx.AsyncClient(base_url="https://emr-serverless-spark.cn-hangzhou.aliyuncs.com", auth=auth,
                                headers=headers, transport=httpx.MockTransport(handler))
-    caller = AcsCaller(client, "2023-08-08", RequestCounter(), concurrency=1, timeout=5, enveloped=False)
+    caller = AcsCaller(sender(client), "2023-08-08", enveloped=False)
     source = EmrServerlessSparkSource(config(workspaces=["w-1234abcd"]), caller)
     query = source.query(token="1", max_results=20, states=["Running", "Submitted"],
                          startTime={"startTime": 1683612946000, "endTime": 1683785928000},
@@ -440,7 +440,7 @@ async def test_the_caller_counts_under_the_action_unless_told_otherwise() -> Non
     counter = RequestCounter()
     client = httpx.AsyncClient(base_url="http://emr.test", transport=httpx.MockTransport(
         lambda request: httpx.Response(200, json={"requestId": "r", "x-action": request.headers["x-acs-action"]})))
-    caller = AcsCaller(client, "2023-08-08", counter, concurrency=1, timeout=5, enveloped=False)
+    caller = AcsCaller(sender(client, counter), "2023-08-08", enveloped=False)
     assert (await caller.call("ListJobRuns", "GET", "/a"))["x-action"] == "ListJobRuns"
     assert (await caller.call("ListJobRuns", "GET", "/a", api="ListJobRuns/w-1"))["x-action"] == "ListJobRuns"
     await caller.aclose()
