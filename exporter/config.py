@@ -165,7 +165,7 @@ class SourceConfig(Strict):
     # Bounds on what one answer may cost (docs/security.md): its body on the wire and inflated, its JSON items (the
     # decoding holds the event loop, about 1 us an item at worst), and every label value taken from it.
     max_response_size: Annotated[int, Field(ge=64 * 1024, le=1024**3)] = 4 * 1024 * 1024
-    max_page_items: Annotated[int, Field(ge=1000, le=10_000_000)] = 25_000
+    max_page_items: Annotated[int, Field(ge=1000, le=10_000_000)] = 20_000
     max_label_length: Annotated[int, Field(ge=64, le=65_536)] = 1024
     per_job_series: bool = True
     max_job_series: Annotated[int, Field(ge=0)] = 5000

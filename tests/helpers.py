@@ -30,7 +30,7 @@ START = 1_700_000_000.0
 
 
 def sender(client: httpx.AsyncClient, counter: RequestCounter | None = None, *, max_size: int = 4 << 20,
-           max_items: int = 25_000) -> Sender:
+           max_items: int = 20_000) -> Sender:
     """Returns a Sender of one request at a time through `client`, with the default bounds unless told others."""
     return Sender(client, counter or RequestCounter(), concurrency=1, timeout=5, bounds=Bounds(max_size, max_items))
 

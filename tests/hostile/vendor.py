@@ -109,6 +109,8 @@ ATTACKS = (
            reason="too_large", limit="max_response_size"),
     Attack("many_records", "a page of 200,000 records", lambda: whole(page([{}] * 200_000)), reason="too_large",
            limit="max_page_items"),
+    Attack("widest_page", "a page just within max_page_items, of the costliest shape to decode: a record of 9,900 "
+           "distinct keys, in both listings", lambda: whole(page([job(1, **{f"k{i}": i for i in range(9_900)})]))),
     Attack("long_labels", "label values of 1 MB", lambda: whole(page([job(1, project="p" * (1 << 20))])),
            limit="max_label_length"),
     Attack("huge_retry_after", "throttled with a Retry-After of 10^12 ms",
@@ -122,10 +124,11 @@ ATTACKS = (
 )
 
 
-async def _serve(answer: Answer, ready: Callable[[int], None]) -> None:
+async def _serve(answer: Answer, ready: Callable[[int], None], delay: float) -> None:
     async def handle(reader: asyncio.StreamReader, writer: Writer) -> None:
         try:
             while await reader.readuntil(b"\r\n\r\n"):
+                await asyncio.sleep(delay)
                 await answer(writer)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
@@ -139,20 +142,30 @@ async def _serve(answer: Answer, ready: Callable[[int], None]) -> None:
 
 
 @contextmanager
-def hostile_vendor(attacks: tuple[Attack, ...] = ATTACKS) -> Iterator[dict[str, str]]:
-    """Serves each attack on a port of its own in a background thread; yields {attack name: base URL}."""
+def hostile_vendor(attacks: tuple[Attack, ...] = ATTACKS, delay: float = 0.0) -> Iterator[dict[str, str]]:
+    """Serves each attack on a port of its own in a background thread, each answer `delay` seconds after its
+    request; yields {attack name: base URL}."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     urls: dict[str, str] = {}
     for attack in attacks:
         port: asyncio.Future[int] = asyncio.Future(loop=loop)
-        answer = attack.answer()
-        loop.call_soon_threadsafe(lambda a=answer, p=port: loop.create_task(_serve(a, p.set_result)))
+        asyncio.run_coroutine_threadsafe(_serve(attack.answer(), port.set_result, delay), loop)
         bound = asyncio.run_coroutine_threadsafe(asyncio.wait_for(port, 10), loop).result()
         urls[attack.name] = f"http://127.0.0.1:{bound}"
     try:
         yield urls
     finally:
+        asyncio.run_coroutine_threadsafe(_cancel_all(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
+        loop.close()
+
+
+async def _cancel_all() -> None:
+    """Cancels every other task of the loop (servers, answers still writing) and waits for them to end."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
