@@ -195,6 +195,15 @@ def number(record: Mapping[str, Any], key: str, scale: int | float = 1) -> float
     raise BadRecord(f"{key} is not a number")
 
 
+def amount(record: Mapping[str, Any], key: str, scale: int | float = 1) -> float | None:
+    """Returns a field that counts up (a usage, a size, a duration) as `number` does; raises BadRecord when it is
+    negative too (a counter cannot go down)."""
+    value = number(record, key, scale)
+    if value is not None and value < 0:
+        raise BadRecord(f"{key} is negative")
+    return value
+
+
 def parse_page(raw: list[Any], parse: Callable[[Mapping[str, Any]], T], skips: Skips) -> list[T]:
     """Returns the records of one page parsed, out of the garbage collector's view; bad ones are counted
     (`bad_field`) and skipped."""

@@ -38,8 +38,8 @@ from exporter.sources.emr_serverless_spark.records import (
 from exporter.sources.fetching import (
     MAX_TOTAL,
     MB,
-    BadRecord,
     Skips,
+    amount,
     gather_or_cancel,
     number,
     parse_records,
@@ -100,13 +100,6 @@ def _millis(record: Mapping[str, Any], key: str) -> float | None:
     return value if value is not None and value > 0 else None
 
 
-def _usage(record: Mapping[str, Any], key: str, scale: float = 1.0) -> float | None:
-    value = number(record, key, scale)
-    if value is not None and value < 0:
-        raise BadRecord(f"{key} is negative")
-    return value
-
-
 def parse_run(item: Mapping[str, Any]) -> SparkJobRun:
     """Returns a SparkJobRun from one `jobRuns` entry: times in seconds, `mbSeconds` in byte-seconds."""
     return SparkJobRun(
@@ -118,9 +111,9 @@ def parse_run(item: Mapping[str, Any]) -> SparkJobRun:
         creator=text(item, "creator"),
         submitted_at=_millis(item, "submitTime"),
         ended_at=_millis(item, "endTime"),
-        vcore_seconds=_usage(item, "vcoreSeconds"),
-        memory_byte_seconds=_usage(item, "mbSeconds", MB),
-        cu_hours=_usage(item, "cuHours"),
+        vcore_seconds=amount(item, "vcoreSeconds"),
+        memory_byte_seconds=amount(item, "mbSeconds", MB),
+        cu_hours=amount(item, "cuHours"),
     )
 
 

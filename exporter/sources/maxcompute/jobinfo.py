@@ -20,7 +20,7 @@ import structlog
 from exporter.auth.aliyun import percent_encode
 from exporter.contract import Fetched, PollError
 from exporter.sources.alibaba import AcsCaller
-from exporter.sources.fetching import MB, BadRecord, number, text
+from exporter.sources.fetching import MB, BadRecord, amount, text
 from exporter.sources.maxcompute.config import MaxComputeConfig
 from exporter.sources.maxcompute.records import FinishedJobs
 from exporter.tally import RecentIds, Tally
@@ -51,8 +51,8 @@ def record_finished(tally: Tally, record: Mapping[str, Any]) -> None:
     """Adds one finished job's counts to the tally; raises BadRecord (and adds nothing) for a mistyped field."""
     project, quota, job_type = text(record, "project"), text(record, "quotaNickname"), text(record, "jobType")
     status = text(record, "status") or "unknown"
-    waiting, running = number(record, "waitingTime"), number(record, "runningTime")
-    cu, memory, scanned = number(record, "cuUsage"), number(record, "memoryUsage"), number(record, "inputBytes")
+    waiting, running = amount(record, "waitingTime"), amount(record, "runningTime")
+    cu, memory, scanned = amount(record, "cuUsage"), amount(record, "memoryUsage"), amount(record, "inputBytes")
     scenes = record.get("sceneResults") or []
     if not isinstance(scenes, list) or not all(isinstance(s, Mapping) for s in scenes):
         raise BadRecord("sceneResults is not a list of objects")

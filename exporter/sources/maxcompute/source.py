@@ -63,15 +63,20 @@ def parse_running_job(item: Mapping[str, Any]) -> RunningJob:
 def parse_snapshot_job(item: Mapping[str, Any]) -> SnapshotJob:
     """Returns a SnapshotJob from one `jobInfoList` entry, memory converted from MB to bytes."""
     priority = item.get("priority")
-    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int | str)):
-        raise BadRecord("priority is not an integer")
+    if isinstance(priority, int) and not isinstance(priority, bool):
+        number(item, "priority")  # raises BadRecord past MAX_NUMBER: a 400-digit label value is no priority
+        priority = str(priority)
+    elif priority is not None:
+        if not isinstance(priority, str):
+            raise BadRecord("priority is not an integer")
+        priority = text(item, "priority")
     return SnapshotJob(
         instance_id=text(item, "instanceId", required=True),
         project=text(item, "project"),
         quota=text(item, "quotaNickname"),
         job_type=text(item, "jobType"),
         owner=text(item, "jobOwner"),
-        priority="" if priority is None else str(priority).strip(),
+        priority=priority or "",
         cpu_usage_cores=number(item, "cpuUsage"),
         cpu_request_cores=number(item, "cpuRequest"),
         memory_usage_bytes=number(item, "memoryUsage", MB),
