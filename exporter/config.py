@@ -14,7 +14,6 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -29,6 +28,7 @@ from pydantic import (
 
 from exporter.credentials import CredentialError, CredentialProvider, KeySource
 from exporter.credentials_oidc import OidcCredentialProvider
+from exporter.files import CONFIG_MAX_BYTES, FileError, load_yaml
 
 if TYPE_CHECKING:
     from exporter.contract import Kind
@@ -314,13 +314,9 @@ def parse_config(data: Any, kinds: Mapping[str, Kind[Any]]) -> ExporterConfig:
 def load_config(path: Path, kinds: Mapping[str, Kind[Any]]) -> ExporterConfig:
     """Returns the validated config read from a YAML file, or raises ConfigError."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"--config.file: cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"--config.file: {path} is not valid YAML{where}") from None
+        data = load_yaml(path, CONFIG_MAX_BYTES)
+    except FileError as exc:
+        raise ConfigError(f"--config.file: {exc}") from None
     return parse_config(data, kinds)
 
 
