@@ -1,12 +1,14 @@
 """The configuration file: parsed and validated here, at the edge; everything inward gets typed, frozen objects.
 
-Unknown keys, wrong types, bad durations and duplicate names stop start-up with one line that names the key path
-and what is expected (see `ConfigError`).
+Unknown keys, wrong types, durations out of their range and duplicate names stop start-up with one line that names
+the key path and what is expected (see `ConfigError`). The file itself is read by `exporter.files`: bounded in size,
+UTF-8, bounded in depth, no key twice.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -28,7 +30,7 @@ from pydantic import (
 
 from exporter.credentials import CredentialError, CredentialProvider, KeySource
 from exporter.credentials_oidc import OidcCredentialProvider
-from exporter.files import CONFIG_MAX_BYTES, FileError, load_yaml
+from exporter.files import CONFIG_MAX_BYTES, FileError, load_yaml, shorten
 
 if TYPE_CHECKING:
     from exporter.contract import Kind
@@ -36,29 +38,58 @@ if TYPE_CHECKING:
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 DURATION_HINT = "a duration such as 30s, 5m or 1h"
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+# Bucket bounds per histogram: each bound is a series per label set, so a list cannot multiply them without limit.
+MAX_BUCKETS = 64
 
 
 class ConfigError(Exception):
     """The configuration is unusable; `str()` is one line naming the key path and the fix."""
 
 
-def parse_duration(value: Any) -> float:
-    """Returns seconds from `30s`, `5m`, `1h`, `500ms`, `2d` or a bare number of seconds."""
+def duration_text(seconds: float) -> str:
+    """Returns seconds in the largest unit that divides them: `100ms`, `30s`, `10m`, `12h`, `30d`."""
+    for unit in ("d", "h", "m", "s"):
+        if seconds >= _UNIT_SECONDS[unit] and seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds / _UNIT_SECONDS[unit]:g}{unit}"
+    return f"{seconds * 1000:g}ms"
+
+
+def parse_duration(value: Any, low: float, high: float) -> float:
+    """Returns seconds from `30s`, `5m`, `1h`, `500ms`, `2d` or a bare number of seconds, from `low` to `high`."""
     if isinstance(value, bool):
         raise ValueError(f"expected {DURATION_HINT}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        number = value
+        seconds_per_unit = 1.0
     else:
         match = _DURATION.match(str(value))
         if not match:
-            raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"expected a positive duration ({DURATION_HINT}), got {value!r}")
+            raise ValueError(f"expected {DURATION_HINT}, got {shorten(value)}")
+        number, seconds_per_unit = match.group(1), _UNIT_SECONDS[match.group(2)]
+    try:
+        seconds = float(number) * seconds_per_unit
+    except OverflowError:  # an integer beyond any float
+        seconds = math.inf
+    # NaN fails every comparison: `.nan`, `.inf` and 400-digit strings all land here.
+    if not low <= seconds <= high:
+        allowed = f"from {duration_text(low)} to {duration_text(high)}"
+        raise ValueError(f"expected a duration {allowed}, got {shorten(value)}")
     return seconds
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+def duration(low: float, high: float) -> BeforeValidator:
+    """Returns the validator of a duration key whose value must lie from `low` to `high` seconds."""
+    return BeforeValidator(lambda value: parse_duration(value, low, high))
+
+
+# How often an API is polled: once a second at most (job states change on the scale of seconds, and a microsecond
+# interval had the scheduler poll once, then never again), once a day at least.
+Interval = Annotated[float, duration(1.0, DAY)]
+# One request, or its connection: from 100ms to 10 minutes.
+Timeout = Annotated[float, duration(0.1, 10 * MINUTE)]
+# How long data is kept or looked back for: up to 30 days.
+Span = Annotated[float, duration(1.0, 30 * DAY)]
 
 
 def trimmed_unique(values: list[str]) -> list[str]:
@@ -72,14 +103,18 @@ def trimmed_unique(values: list[str]) -> list[str]:
 NameList = Annotated[list[str], AfterValidator(trimmed_unique)]
 
 
-def _increasing(values: list[float]) -> tuple[float, ...]:
-    """Returns histogram bucket bounds; they must be positive and strictly increasing."""
-    if not values or any(b <= 0 for b in values) or any(b >= c for b, c in itertools.pairwise(values)):
-        raise ValueError("expected a non-empty list of positive, strictly increasing bucket bounds in seconds")
+def _bucket_bounds(values: list[float]) -> tuple[float, ...]:
+    """Returns histogram bucket bounds: 1 to MAX_BUCKETS of them, finite, positive and strictly increasing."""
+    if not 1 <= len(values) <= MAX_BUCKETS:
+        raise ValueError(f"expected 1 to {MAX_BUCKETS} bucket bounds in seconds, got {len(values)}")
+    if not all(math.isfinite(b) for b in values):
+        raise ValueError("expected finite bucket bounds in seconds; the +Inf bucket is always there, do not list it")
+    if any(b <= 0 for b in values) or any(b >= c for b, c in itertools.pairwise(values)):
+        raise ValueError("expected positive, strictly increasing bucket bounds in seconds")
     return tuple(values)
 
 
-BucketBounds = Annotated[list[float], AfterValidator(_increasing)]
+BucketBounds = Annotated[list[float], AfterValidator(_bucket_bounds)]
 
 
 class Strict(BaseModel):
@@ -112,7 +147,7 @@ class CredentialsConfig(Strict):
     oidc_token_file: Path | None = None
     sts_endpoint: str | None = None  # default https://sts.{region}.aliyuncs.com
     role_session_name: Annotated[str, Field(pattern=r"^[\w.@-]{2,64}$")] = "cloud-job-exporter"
-    session_duration: Annotated[Duration, Field(ge=900, le=43200)] = 3600.0
+    session_duration: Annotated[float, duration(15 * MINUTE, 12 * HOUR)] = 3600.0
 
     ACCESS_KEYS: ClassVar[tuple[str, ...]] = tuple(
         f"{part}_{where}" for part in ("access_key_id", "access_key_secret", "security_token")
@@ -156,10 +191,10 @@ class SourceConfig(Strict):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")]
     region: Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9-]+$")]
     endpoint: str | None = None
-    interval: Duration = 30.0
-    timeout: Duration = 10.0
-    connect_timeout: Duration = 5.0
-    stale_after: Duration | None = None
+    interval: Interval = 30.0
+    timeout: Timeout = 10.0
+    connect_timeout: Timeout = 5.0
+    stale_after: Span | None = None
     max_concurrency: Annotated[int, Field(ge=1, le=32)] = 4
     max_pages: Annotated[int, Field(ge=1)] = 2000
     per_job_series: bool = True
