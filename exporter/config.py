@@ -171,6 +171,21 @@ class CredentialsConfig(Strict):
             raise ValueError(f"{missing}: required with {given[0]} (RRSA needs {', '.join(self.RRSA_KEYS)})")
         return self
 
+    # Paths and variable names stand in error messages, which are one line; open() cannot take a NUL character.
+    @field_validator("access_key_id_file", "access_key_secret_file", "security_token_file", "oidc_token_file")
+    @classmethod
+    def _printable_path(cls, value: Path | None) -> Path | None:
+        if value is not None and not str(value).isprintable():
+            raise ValueError("expected a file path without control characters")
+        return value
+
+    @field_validator("access_key_id_env", "access_key_secret_env", "security_token_env")
+    @classmethod
+    def _variable_name(cls, value: str | None) -> str | None:
+        if value is not None and not (value.isprintable() and re.fullmatch(r"[^\s=]*", value)):
+            raise ValueError("expected an environment variable name: no spaces, control characters or =")
+        return value
+
     @field_validator("sts_endpoint")
     @classmethod
     def _sts_endpoint_is_base_url(cls, value: str | None) -> str | None:

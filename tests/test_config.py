@@ -113,6 +113,10 @@ BAD = [
     ({"sources": [{"name": "e", "kind": "emr_serverless_spark", "region": "r", "workspaces": ["w-1"],
                    "duration_buckets": [0, 1]}]},
      "sources[0].duration_buckets: expected positive, strictly increasing bucket bounds in seconds"),
+    (one(credentials={"access_key_id_file": "/run/a\0b"}),
+     "sources[0].credentials.access_key_id_file: expected a file path without control characters"),
+    (one(credentials={"access_key_id_env": "MY KEY"}), "sources[0].credentials.access_key_id_env: expected an "
+                                                       "environment variable name: no spaces, control characters or ="),
     (one(intervl="30s"), "sources[0].intervl: unknown key; remove it or check its spelling"),
     (one(kind="maxcomp"), f"sources[0].kind: unknown kind 'maxcomp'; expected one of: {KIND_NAMES}"),
     ({"sources": [{"name": "a", "region": "cn-hangzhou"}]},
