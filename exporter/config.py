@@ -41,6 +41,8 @@ DURATION_HINT = "a duration such as 30s, 5m or 1h"
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 # Bucket bounds per histogram: each bound is a series per label set, so a list cannot multiply them without limit.
 MAX_BUCKETS = 64
+# Errors named in one message: a list of 100,000 wrong values is one mistake, not a screenful.
+MAX_ERRORS = 10
 
 
 class ConfigError(Exception):
@@ -320,14 +322,22 @@ def _location(loc: tuple[Any, ...], data: Any) -> str:
             path += f"[{part}]"
             node = node[part] if isinstance(node, list) and part < len(node) else None
         elif isinstance(node, dict) and part in node:
-            path += f".{part}" if path else str(part)
+            path = _key_path(path, part)
             node = node[part]
         elif isinstance(node, dict) and part == node.get("kind"):
             continue  # the discriminator's tag, not a key the user wrote
         else:
-            path += f".{part}" if path else str(part)
+            path = _key_path(path, part)
             node = None
     return path or "(top level)"
+
+
+def _key_path(path: str, key: Any) -> str:
+    """Returns `path` followed by a mapping key: `.key` for a word, `['odd key']` (cut short) for any other, which
+    may hold a line break."""
+    if isinstance(key, str) and re.fullmatch(r"\w+", key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{shorten(key)}]"
 
 
 def _describe(error: dict[str, Any], data: Any, kinds: str) -> str:
@@ -339,7 +349,7 @@ def _describe(error: dict[str, Any], data: Any, kinds: str) -> str:
     if kind == "missing":
         return f"{where}: required key is missing"
     if kind == "union_tag_invalid":
-        return f"{where}.kind: unknown kind {error['input'].get('kind')!r}; expected one of: {kinds}"
+        return f"{where}.kind: unknown kind {shorten(error['input'].get('kind'))}; expected one of: {kinds}"
     if kind == "union_tag_not_found":
         return f"{where}.kind: required key is missing; expected one of: {kinds}"
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -358,7 +368,10 @@ def parse_config(data: Any, kinds: Mapping[str, Kind[Any]]) -> ExporterConfig:
     try:
         return file_model(tuple(k.config for k in kinds.values())).model_validate(data)
     except ValidationError as exc:
-        raise ConfigError("; ".join(_describe(e, data, ", ".join(kinds)) for e in exc.errors())) from None
+        errors = exc.errors()
+        said = "; ".join(_describe(e, data, ", ".join(kinds)) for e in errors[:MAX_ERRORS])
+        more = f"; and {len(errors) - MAX_ERRORS} more" if len(errors) > MAX_ERRORS else ""
+        raise ConfigError(said + more) from None
 
 
 def load_config(path: Path, kinds: Mapping[str, Kind[Any]]) -> ExporterConfig:

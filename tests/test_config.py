@@ -117,6 +117,10 @@ BAD = [
      "sources[0].credentials.access_key_id_file: expected a file path without control characters"),
     (one(credentials={"access_key_id_env": "MY KEY"}), "sources[0].credentials.access_key_id_env: expected an "
                                                        "environment variable name: no spaces, control characters or ="),
+    (one(**{"inter\nval": "30s"}), "sources[0]['inter\\nval']: unknown key; remove it or check its spelling"),
+    (one(kind="x" * 100), f"sources[0].kind: unknown kind '{'x' * 56}...; expected one of: {KIND_NAMES}"),
+    (one(quotas=list(range(12))), "; ".join(f"sources[0].quotas[{i}]: Input should be a valid string" for i in
+                                            range(10)) + "; and 2 more"),
     (one(intervl="30s"), "sources[0].intervl: unknown key; remove it or check its spelling"),
     (one(kind="maxcomp"), f"sources[0].kind: unknown kind 'maxcomp'; expected one of: {KIND_NAMES}"),
     ({"sources": [{"name": "a", "region": "cn-hangzhou"}]},
