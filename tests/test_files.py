@@ -1,12 +1,16 @@
 """Hostile files, bounded: every file the exporter reads is refused in one line when it is too large, not UTF-8, too
-deep, expands past its bound or repeats a key."""
+deep, expands past its bound or repeats a key; and `--config.check` refuses every config that start-up would."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from exporter.cli import main
 from exporter.config import ConfigError, load_config
 from exporter.files import CONFIG_MAX_BYTES, MAX_DEPTH, SECRET_MAX_BYTES, FileError, load_yaml, read_text
 from exporter.sources import KINDS
@@ -105,3 +109,96 @@ def test_the_web_config_file_is_read_the_same_way(tmp_path: Path, content: str |
     with pytest.raises(ConfigError) as info:
         load_web_config(write(tmp_path, content, "web.yaml"))
     assert str(info.value).startswith(start) and "\n" not in str(info.value)
+
+
+# ---- `--config.check`: what start-up would refuse, the check refuses, in one line naming the key ----------------
+
+def source(**keys: str) -> str:
+    return SOURCE + "".join(f"    {key}: {value}\n" for key, value in keys.items())
+
+
+BAD_CONFIGS = [
+    (source(interval=".inf"), "sources[0].interval: expected a duration from 1s to 1d, got inf"),
+    (source(interval=".nan"), "sources[0].interval: expected a duration from 1s to 1d, got nan"),
+    (source(interval="100000000000000000000000000d"), "sources[0].interval: expected a duration from 1s to 1d, got "
+                                                      "'100000000000000000000000000d'"),
+    (source(interval="0.0001ms"), "sources[0].interval: expected a duration from 1s to 1d, got '0.0001ms'"),
+    (source(timeout=".nan"), "sources[0].timeout: expected a duration from 100ms to 10m, got nan"),
+    (source(running_lookback=".inf"), "sources[0].running_lookback: expected a duration from 1m to 30d, got inf"),
+    (source(wait_buckets="[1, .nan]"), "sources[0].wait_buckets: expected finite bucket bounds in seconds; the +Inf "
+                                       "bucket is always there, do not list it"),
+    (source(run_buckets="[1, .inf]"), "sources[0].run_buckets: expected finite bucket bounds in seconds; the +Inf "
+                                      "bucket is always there, do not list it"),
+    (source(interval="30s", timeout="5s") + "    interval: 1m\n",
+     "--config.file: {path} is not valid YAML at line 7, column 5: duplicate key 'interval' (first on line 5); give "
+     "each key once"),
+    (SOURCE.encode("utf-16"), "--config.file: cannot read {path}: not UTF-8 text (an invalid byte on line 1); save "
+                              "it as UTF-8"),
+    ("sources: " + "[" * 100_000, "--config.file: {path} is not valid YAML at line 1, column 73: nested deeper than "
+                                  "64 levels"),
+    (laughs(9, merge=True) + SOURCE, "--config.file: {path} is not valid YAML at line 7, column 30: more than "
+                                     "1,000,000 values once aliases are expanded"),
+    ("#" * CONFIG_MAX_BYTES + "\n" + SOURCE, "--config.file: cannot read {path}: larger than 1 MiB, more than such a "
+                                             "file ever needs; is it the right file?"),
+]
+
+
+@pytest.mark.parametrize(("content", "message"), BAD_CONFIGS, ids=[m.split(":")[0] + "-" + str(i)
+                                                                    for i, (_, m) in enumerate(BAD_CONFIGS)])
+def test_config_check_refuses_what_start_up_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys,
+                                                  content: str | bytes, message: str) -> None:
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "id")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "secret")
+    path = write(tmp_path, content)
+    assert main(["--config.file", str(path), "--config.check"]) == 1
+    assert capsys.readouterr().err.splitlines() == ["error: " + message.format(path=path)]
+
+
+@pytest.mark.parametrize(("env", "file", "message"), [
+    ({"ALIBABA_CLOUD_ACCESS_KEY_ID": "AKIDé"}, None, "environment variable ALIBABA_CLOUD_ACCESS_KEY_ID holds a "
+                                                     "control or non-ASCII character; a key is printable ASCII"),
+    ({"ALIBABA_CLOUD_ACCESS_KEY_SECRET": "se\x1bcret"}, None, "environment variable ALIBABA_CLOUD_ACCESS_KEY_SECRET "
+                                                              "holds a control or non-ASCII character"),
+    ({}, b"\x00\xff\xfe binary", "cannot read credential file {path}: not UTF-8 text"),
+    ({}, "AKID\u200b".encode(), "file {path} holds a control or non-ASCII character"),
+    ({}, b"A" * (SECRET_MAX_BYTES + 1), "cannot read credential file {path}: larger than 64 KiB"),
+], ids=["env-non-ascii", "env-control", "file-binary", "file-zero-width-space", "file-too-large"])
+def test_config_check_refuses_unusable_credentials_without_their_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, env: dict[str, str], file: bytes | None, message: str
+) -> None:
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "id")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "secret")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    key_file = write(tmp_path, file, "key_id") if file is not None else None
+    extra = f"    credentials:\n      access_key_id_file: {key_file}\n" if key_file else ""
+    path = write(tmp_path, SOURCE + extra)
+    assert main(["--config.file", str(path), "--config.check"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: sources[0].credentials: ")
+    assert message.format(path=key_file) in err[0]
+    assert not any(secret in err[0] for secret in ("AKID", "se\x1bcret", "binary", "AAAA"))
+
+
+def test_config_check_refuses_a_listen_address_start_up_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys) -> None:
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "id")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "secret")
+    path = write(tmp_path, SOURCE)
+    assert main(["--config.file", str(path), "--config.check", "--web.listen-address", "9810"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --web.listen-address: expected HOST:PORT such as :9810 or 127.0.0.1:9810, got '9810'"]
+
+
+@pytest.mark.parametrize(("content", "column"), [("sources: " + "[" * 100_000 + "]" * 100_000, 73),
+                                               ("sources: " + "{a: " * 100_000 + "1" + "}" * 100_000, 262)],
+                         ids=["list", "map"])
+def test_the_command_survives_100000_levels(tmp_path: Path, content: str, column: int) -> None:
+    """A process of its own: libyaml's composer would crash this one (SIGSEGV) rather than raise."""
+    path = write(tmp_path, content)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ALIBABA_CLOUD_ACCESS_KEY_ID": "id",
+           "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "secret"}
+    done = subprocess.run([sys.executable, "-m", "exporter", "--config.file", str(path), "--config.check"],
+                          capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert (done.returncode, done.stderr.splitlines()) == (1, [
+        f"error: --config.file: {path} is not valid YAML at line 1, column {column}: nested deeper than 64 levels"])
