@@ -25,7 +25,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config.file", dest="config_file", type=Path, help="YAML configuration file")
     p.add_argument("--config.check", dest="config_check", action="store_true",
-                   help="validate the configuration (and that credentials resolve), then exit 0 or 1")
+                   help="validate the configuration, resolve credentials, parse the listen address and build the "
+                   "sources as start-up does, then exit 0 or 1")
     p.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN,
                    help=f"address to listen on (default {DEFAULT_LISTEN})")
     p.add_argument("--web.config.file", dest="web_config_file", type=Path,
@@ -66,19 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.config_file is None:
         print("error: --config.file is required (or try --demo)", file=sys.stderr)
         return 1
+    from exporter.runtime import build, parse_listen_address, serve
+
+    # `--config.check` goes as far as start-up does before it binds the port: what it passes, start-up passes.
     try:
         config = load_config(args.config_file, KINDS)
         check_credentials(config)
-    except ConfigError as exc:
+        parse_listen_address(args.listen)
+        exporter = build(config)
+    except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.config_check:
         print(f"{args.config_file}: OK, {len(config.sources)} source(s)")
         return 0
-    from exporter.runtime import build, serve
-
     try:
-        asyncio.run(serve(build(config), args.listen, args.telemetry_path, web=web))
+        asyncio.run(serve(exporter, args.listen, args.telemetry_path, web=web))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

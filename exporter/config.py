@@ -1,12 +1,14 @@
 """The configuration file: parsed and validated here, at the edge; everything inward gets typed, frozen objects.
 
-Unknown keys, wrong types, bad durations and duplicate names stop start-up with one line that names the key path
-and what is expected (see `ConfigError`).
+Unknown keys, wrong types, durations out of their range and duplicate names stop start-up with one line that names
+the key path and what is expected (see `ConfigError`). The file itself is read by `exporter.files`: bounded in size,
+UTF-8, bounded in depth, no key twice.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -14,7 +16,6 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -29,6 +30,7 @@ from pydantic import (
 
 from exporter.credentials import CredentialError, CredentialProvider, KeySource
 from exporter.credentials_oidc import OidcCredentialProvider
+from exporter.files import CONFIG_MAX_BYTES, FileError, load_yaml, shorten
 
 if TYPE_CHECKING:
     from exporter.contract import Kind
@@ -36,29 +38,60 @@ if TYPE_CHECKING:
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 DURATION_HINT = "a duration such as 30s, 5m or 1h"
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+# Bucket bounds per histogram: each bound is a series per label set, so a list cannot multiply them without limit.
+MAX_BUCKETS = 64
+# Errors named in one message: a list of 100,000 wrong values is one mistake, not a screenful.
+MAX_ERRORS = 10
 
 
 class ConfigError(Exception):
     """The configuration is unusable; `str()` is one line naming the key path and the fix."""
 
 
-def parse_duration(value: Any) -> float:
-    """Returns seconds from `30s`, `5m`, `1h`, `500ms`, `2d` or a bare number of seconds."""
+def duration_text(seconds: float) -> str:
+    """Returns seconds in the largest unit that divides them: `100ms`, `30s`, `10m`, `12h`, `30d`."""
+    for unit in ("d", "h", "m", "s"):
+        if seconds >= _UNIT_SECONDS[unit] and seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds / _UNIT_SECONDS[unit]:g}{unit}"
+    return f"{seconds * 1000:g}ms"
+
+
+def parse_duration(value: Any, low: float, high: float) -> float:
+    """Returns seconds from `30s`, `5m`, `1h`, `500ms`, `2d` or a bare number of seconds, from `low` to `high`."""
     if isinstance(value, bool):
         raise ValueError(f"expected {DURATION_HINT}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        number = value
+        seconds_per_unit = 1.0
     else:
         match = _DURATION.match(str(value))
         if not match:
-            raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"expected a positive duration ({DURATION_HINT}), got {value!r}")
+            raise ValueError(f"expected {DURATION_HINT}, got {shorten(value)}")
+        number, seconds_per_unit = match.group(1), _UNIT_SECONDS[match.group(2)]
+    try:
+        seconds = float(number) * seconds_per_unit
+    except OverflowError:  # an integer beyond any float
+        seconds = math.inf
+    # NaN fails every comparison: `.nan`, `.inf` and 400-digit strings all land here.
+    if not low <= seconds <= high:
+        allowed = f"from {duration_text(low)} to {duration_text(high)}"
+        raise ValueError(f"expected a duration {allowed}, got {shorten(value)}")
     return seconds
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+def duration(low: float, high: float) -> BeforeValidator:
+    """Returns the validator of a duration key whose value must lie from `low` to `high` seconds."""
+    return BeforeValidator(lambda value: parse_duration(value, low, high))
+
+
+# How often an API is polled: once a second at most (job states change on the scale of seconds, and a microsecond
+# interval had the scheduler poll once, then never again), once a day at least.
+Interval = Annotated[float, duration(1.0, DAY)]
+# One request, or its connection: from 100ms to 10 minutes.
+Timeout = Annotated[float, duration(0.1, 10 * MINUTE)]
+# How long data is kept or looked back for: up to 30 days.
+Span = Annotated[float, duration(1.0, 30 * DAY)]
 
 
 def trimmed_unique(values: list[str]) -> list[str]:
@@ -72,14 +105,18 @@ def trimmed_unique(values: list[str]) -> list[str]:
 NameList = Annotated[list[str], AfterValidator(trimmed_unique)]
 
 
-def _increasing(values: list[float]) -> tuple[float, ...]:
-    """Returns histogram bucket bounds; they must be positive and strictly increasing."""
-    if not values or any(b <= 0 for b in values) or any(b >= c for b, c in itertools.pairwise(values)):
-        raise ValueError("expected a non-empty list of positive, strictly increasing bucket bounds in seconds")
+def _bucket_bounds(values: list[float]) -> tuple[float, ...]:
+    """Returns histogram bucket bounds: 1 to MAX_BUCKETS of them, finite, positive and strictly increasing."""
+    if not 1 <= len(values) <= MAX_BUCKETS:
+        raise ValueError(f"expected 1 to {MAX_BUCKETS} bucket bounds in seconds, got {len(values)}")
+    if not all(math.isfinite(b) for b in values):
+        raise ValueError("expected finite bucket bounds in seconds; the +Inf bucket is always there, do not list it")
+    if any(b <= 0 for b in values) or any(b >= c for b, c in itertools.pairwise(values)):
+        raise ValueError("expected positive, strictly increasing bucket bounds in seconds")
     return tuple(values)
 
 
-BucketBounds = Annotated[list[float], AfterValidator(_increasing)]
+BucketBounds = Annotated[list[float], AfterValidator(_bucket_bounds)]
 
 
 class Strict(BaseModel):
@@ -112,7 +149,7 @@ class CredentialsConfig(Strict):
     oidc_token_file: Path | None = None
     sts_endpoint: str | None = None  # default https://sts.{region}.aliyuncs.com
     role_session_name: Annotated[str, Field(pattern=r"^[\w.@-]{2,64}$")] = "cloud-job-exporter"
-    session_duration: Annotated[Duration, Field(ge=900, le=43200)] = 3600.0
+    session_duration: Annotated[float, duration(15 * MINUTE, 12 * HOUR)] = 3600.0
 
     ACCESS_KEYS: ClassVar[tuple[str, ...]] = tuple(
         f"{part}_{where}" for part in ("access_key_id", "access_key_secret", "security_token")
@@ -136,6 +173,21 @@ class CredentialsConfig(Strict):
             raise ValueError(f"{missing}: required with {given[0]} (RRSA needs {', '.join(self.RRSA_KEYS)})")
         return self
 
+    # Paths and variable names stand in error messages, which are one line; open() cannot take a NUL character.
+    @field_validator("access_key_id_file", "access_key_secret_file", "security_token_file", "oidc_token_file")
+    @classmethod
+    def _printable_path(cls, value: Path | None) -> Path | None:
+        if value is not None and not str(value).isprintable():
+            raise ValueError("expected a file path without control characters")
+        return value
+
+    @field_validator("access_key_id_env", "access_key_secret_env", "security_token_env")
+    @classmethod
+    def _variable_name(cls, value: str | None) -> str | None:
+        if value is not None and not (value.isprintable() and re.fullmatch(r"[^\s=]*", value)):
+            raise ValueError("expected an environment variable name: no spaces, control characters or =")
+        return value
+
     @field_validator("sts_endpoint")
     @classmethod
     def _sts_endpoint_is_base_url(cls, value: str | None) -> str | None:
@@ -156,10 +208,10 @@ class SourceConfig(Strict):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")]
     region: Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9-]+$")]
     endpoint: str | None = None
-    interval: Duration = 30.0
-    timeout: Duration = 10.0
-    connect_timeout: Duration = 5.0
-    stale_after: Duration | None = None
+    interval: Interval = 30.0
+    timeout: Timeout = 10.0
+    connect_timeout: Timeout = 5.0
+    stale_after: Span | None = None
     max_concurrency: Annotated[int, Field(ge=1, le=32)] = 4
     max_pages: Annotated[int, Field(ge=1)] = 2000
     # Bounds on what one answer may cost (docs/security.md): its body on the wire and inflated, its JSON items (the
@@ -275,14 +327,22 @@ def _location(loc: tuple[Any, ...], data: Any) -> str:
             path += f"[{part}]"
             node = node[part] if isinstance(node, list) and part < len(node) else None
         elif isinstance(node, dict) and part in node:
-            path += f".{part}" if path else str(part)
+            path = _key_path(path, part)
             node = node[part]
         elif isinstance(node, dict) and part == node.get("kind"):
             continue  # the discriminator's tag, not a key the user wrote
         else:
-            path += f".{part}" if path else str(part)
+            path = _key_path(path, part)
             node = None
     return path or "(top level)"
+
+
+def _key_path(path: str, key: Any) -> str:
+    """Returns `path` followed by a mapping key: `.key` for a word, `['odd key']` (cut short) for any other, which
+    may hold a line break."""
+    if isinstance(key, str) and re.fullmatch(r"\w+", key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{shorten(key)}]"
 
 
 def _describe(error: dict[str, Any], data: Any, kinds: str) -> str:
@@ -294,7 +354,7 @@ def _describe(error: dict[str, Any], data: Any, kinds: str) -> str:
     if kind == "missing":
         return f"{where}: required key is missing"
     if kind == "union_tag_invalid":
-        return f"{where}.kind: unknown kind {error['input'].get('kind')!r}; expected one of: {kinds}"
+        return f"{where}.kind: unknown kind {shorten(error['input'].get('kind'))}; expected one of: {kinds}"
     if kind == "union_tag_not_found":
         return f"{where}.kind: required key is missing; expected one of: {kinds}"
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -313,19 +373,18 @@ def parse_config(data: Any, kinds: Mapping[str, Kind[Any]]) -> ExporterConfig:
     try:
         return file_model(tuple(k.config for k in kinds.values())).model_validate(data)
     except ValidationError as exc:
-        raise ConfigError("; ".join(_describe(e, data, ", ".join(kinds)) for e in exc.errors())) from None
+        errors = exc.errors()
+        said = "; ".join(_describe(e, data, ", ".join(kinds)) for e in errors[:MAX_ERRORS])
+        more = f"; and {len(errors) - MAX_ERRORS} more" if len(errors) > MAX_ERRORS else ""
+        raise ConfigError(said + more) from None
 
 
 def load_config(path: Path, kinds: Mapping[str, Kind[Any]]) -> ExporterConfig:
     """Returns the validated config read from a YAML file, or raises ConfigError."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"--config.file: cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"--config.file: {path} is not valid YAML{where}") from None
+        data = load_yaml(path, CONFIG_MAX_BYTES)
+    except FileError as exc:
+        raise ConfigError(f"--config.file: {exc}") from None
     return parse_config(data, kinds)
 
 

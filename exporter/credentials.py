@@ -1,7 +1,9 @@
 """Credentials: where a source's keys come from, read at signing time so rotated secrets take effect.
 
 A key is read from an environment variable or from a file (a Kubernetes secret mounted as a file); files are re-read
-when their modification time changes. No secret ever reaches a `repr`, a log line or an error message.
+when their modification time changes. A value must be printable ASCII, as HTTP headers carry it: checked at start-up
+and at every read, so a secret rotated into something unusable fails the poll as `auth`. No secret ever reaches a
+`repr`, a log line or an error message.
 """
 
 from __future__ import annotations
@@ -10,9 +12,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from exporter.files import SECRET_MAX_BYTES, FileError, read_text
+
 
 class CredentialError(Exception):
     """A credential is missing or unreadable; the message names where it was looked for, never its value."""
+
+
+def printable_ascii(value: str) -> bool:
+    """Returns whether a value can stand in an HTTP header as it is: ASCII without control characters."""
+    return value.isascii() and value.isprintable()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +58,11 @@ class _FileCache:
             cached = self._seen.get(path)
             if cached and cached[0] == mtime:
                 return cached[1]
-            text = path.read_text().strip()
+            text = read_text(path, SECRET_MAX_BYTES).strip()
         except OSError as exc:
             raise CredentialError(f"cannot read credential file {path}: {exc.strerror}") from None
+        except FileError as exc:
+            raise CredentialError(f"cannot read credential file {path}: {exc.reason}") from None
         self._seen[path] = (mtime, text)
         return text
 
@@ -69,9 +80,10 @@ class CredentialProvider:
         value = self._files.read(source.file) if source.file else os.environ.get(source.env or "", "").strip()
         if required and not value:
             raise CredentialError(f"credential not set: {source.describe()} is empty or missing")
-        if value and not value.isprintable():
+        if value and not printable_ascii(value):
             # A header cannot carry it, and the HTTP library's complaint would quote the value.
-            raise CredentialError(f"credential unusable: {source.describe()} holds a control character")
+            raise CredentialError(f"credential unusable: {source.describe()} holds a control or non-ASCII character; "
+                                  "a key is printable ASCII")
         return value or None
 
     def __call__(self) -> Credentials:

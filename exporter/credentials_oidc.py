@@ -23,7 +23,8 @@ from typing import Any
 
 import httpx
 
-from exporter.credentials import CredentialError, Credentials
+from exporter.credentials import CredentialError, Credentials, printable_ascii
+from exporter.files import SECRET_MAX_BYTES, FileError, read_text
 
 REFRESH_AT = 0.8  # of the credentials' lifetime
 RETRY_AFTER_FAILURE = 5.0  # seconds during which a failed exchange is not retried (requests share its error)
@@ -107,6 +108,9 @@ class OidcCredentialProvider:
         ):
             raise CredentialError("STS AssumeRoleWithOIDC answered without AccessKeyId, AccessKeySecret and "
                                   "SecurityToken")
+        if not all(printable_ascii(creds[k]) for k in ("AccessKeyId", "AccessKeySecret", "SecurityToken")):
+            raise CredentialError("STS AssumeRoleWithOIDC answered with credentials holding control or non-ASCII "
+                                  "characters")
         try:
             expires = float(timegm(time.strptime(str(creds.get("Expiration")), "%Y-%m-%dT%H:%M:%SZ")))
         except ValueError:
@@ -119,11 +123,14 @@ class OidcCredentialProvider:
 
     def _read_token(self) -> str:
         try:
-            token = self.token_file.read_text().strip()
-        except OSError as exc:
-            raise CredentialError(f"cannot read the OIDC token file {self.token_file}: {exc.strerror}") from None
+            token = read_text(self.token_file, SECRET_MAX_BYTES).strip()
+        except FileError as exc:
+            raise CredentialError(f"cannot read the OIDC token file {self.token_file}: {exc.reason}") from None
         if not token:
             raise CredentialError(f"the OIDC token file {self.token_file} is empty")
+        if not printable_ascii(token):
+            raise CredentialError(f"the OIDC token file {self.token_file} holds a control or non-ASCII character; "
+                                  "a token is printable ASCII")
         return token
 
     async def _assume_role(self) -> dict[str, Any]:

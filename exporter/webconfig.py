@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Annotated
 
 import bcrypt
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from exporter.config import ConfigError
+from exporter.files import CONFIG_MAX_BYTES, FileError, load_yaml
 
 
 def _bcrypt_hash(value: str) -> str:
@@ -88,12 +88,10 @@ class WebConfig(BaseModel):
 def load_web_config(path: Path) -> WebConfig:
     """Returns the validated web config, or raises ConfigError naming the key."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path, CONFIG_MAX_BYTES) or {}
         config = WebConfig.model_validate(data)
-    except OSError as exc:
-        raise ConfigError(f"--web.config.file: cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"--web.config.file: {path} is not valid YAML") from None
+    except FileError as exc:
+        raise ConfigError(f"--web.config.file: {exc}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -48,15 +49,78 @@ def test_each_api_goes_stale_after_three_of_its_own_intervals() -> None:
     assert {s.stale_after for s in pinned.store.states.values()} == {300}
 
 
-@pytest.mark.parametrize(("value", "seconds"), [("30s", 30), ("5m", 300), ("1h", 3600), ("500ms", 0.5), (45, 45)])
-def test_durations(value: object, seconds: float) -> None:
-    assert parse_config(one(interval=value), KINDS).sources[0].interval == seconds
+@pytest.mark.parametrize(("key", "value", "seconds"), [
+    ("interval", "30s", 30), ("interval", "5m", 300), ("interval", "1h", 3600), ("interval", 45, 45),
+    ("interval", "1d", 86400), ("timeout", "500ms", 0.5), ("timeout", "100ms", 0.1), ("timeout", 1.5, 1.5),
+])
+def test_durations(key: str, value: object, seconds: float) -> None:
+    assert getattr(parse_config(one(**{key: value}), KINDS).sources[0], key) == seconds
+
+
+ENDS = {  # key: (lowest, highest)
+    "interval": ("1s", "1d"), "snapshot_interval": ("1s", "1d"), "job_info_interval": ("1s", "1d"),
+    "timeout": ("100ms", "10m"), "connect_timeout": ("100ms", "10m"), "stale_after": ("1s", "30d"),
+    "running_lookback": ("1m", "30d"),
+}
+
+
+@pytest.mark.parametrize("end", [0, 1], ids=["lowest", "highest"])
+def test_every_duration_at_its_bounds_builds_and_schedules(end: int) -> None:
+    """The ends of each range are usable: the exporter builds and its scheduler takes every interval."""
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from exporter.poller import schedule
+    from exporter.runtime import build
+
+    mc = {**MC, **{key: ends[end] for key, ends in ENDS.items()}}
+    emr = {"name": "emr", "kind": "emr_serverless_spark", "region": "cn-hangzhou", "workspaces": ["w-1"],
+           "interval": ENDS["interval"][end], "lookback": ("2s", "30d")[end]}
+    exporter = build(parse_config({"sources": [mc, emr]}, KINDS), credentials=lambda cfg: (lambda: None))
+    schedule(exporter.poller, AsyncIOScheduler())
 
 
 BAD = [
     (one(interval="5x"), "sources[0].interval: expected a duration such as 30s, 5m or 1h, got '5x'"),
-    (one(interval="0s"), "sources[0].interval: expected a positive duration (a duration such as 30s, 5m or 1h), "
-                         "got '0s'"),
+    (one(interval="0s"), "sources[0].interval: expected a duration from 1s to 1d, got '0s'"),
+    # Each of these passed once and failed later: a traceback at start, every poll `internal`, or one poll only.
+    (one(interval=math.inf), "sources[0].interval: expected a duration from 1s to 1d, got inf"),
+    (one(interval=math.nan), "sources[0].interval: expected a duration from 1s to 1d, got nan"),
+    (one(interval="1" + "0" * 26 + "d"), "sources[0].interval: expected a duration from 1s to 1d, got "
+                                         "'100000000000000000000000000d'"),
+    (one(interval=10**400), "sources[0].interval: expected a duration from 1s to 1d, got 1000000000000000000000000"
+                            "00000000000000000000000000000000..."),
+    (one(interval="0.0001ms"), "sources[0].interval: expected a duration from 1s to 1d, got '0.0001ms'"),
+    (one(snapshot_interval="2d"), "sources[0].snapshot_interval: expected a duration from 1s to 1d, got '2d'"),
+    (one(job_info_interval="500ms"), "sources[0].job_info_interval: expected a duration from 1s to 1d, got '500ms'"),
+    (one(timeout=math.nan), "sources[0].timeout: expected a duration from 100ms to 10m, got nan"),
+    (one(connect_timeout="50ms"), "sources[0].connect_timeout: expected a duration from 100ms to 10m, got '50ms'"),
+    (one(running_lookback=math.inf), "sources[0].running_lookback: expected a duration from 1m to 30d, got inf"),
+    (one(stale_after="31d"), "sources[0].stale_after: expected a duration from 1s to 30d, got '31d'"),
+    (one(credentials={"session_duration": "14m"}),
+     "sources[0].credentials.session_duration: expected a duration from 15m to 12h, got '14m'"),
+    ({"sources": [{"name": "e", "kind": "emr_serverless_spark", "region": "r", "workspaces": ["w-1"],
+                   "lookback": "40d"}]}, "sources[0].lookback: expected a duration from 1s to 30d, got '40d'"),
+    ({"sources": [{"name": "d", "kind": "dataarts_factory", "region": "r", "project_id": "p", "interval": ".5s"}]},
+     "sources[0].interval: expected a duration such as 30s, 5m or 1h, got '.5s'"),
+    (one(wait_buckets=[1, math.nan]), "sources[0].wait_buckets: expected finite bucket bounds in seconds; the +Inf "
+                                      "bucket is always there, do not list it"),
+    (one(run_buckets=[1, math.inf]), "sources[0].run_buckets: expected finite bucket bounds in seconds; the +Inf "
+                                     "bucket is always there, do not list it"),
+    (one(run_buckets=list(range(1, 66))), "sources[0].run_buckets: expected 1 to 64 bucket bounds in seconds, got 65"),
+    (one(run_buckets=[]), "sources[0].run_buckets: expected 1 to 64 bucket bounds in seconds, got 0"),
+    (one(wait_buckets=[5, 1]), "sources[0].wait_buckets: expected positive, strictly increasing bucket bounds in "
+                               "seconds"),
+    ({"sources": [{"name": "e", "kind": "emr_serverless_spark", "region": "r", "workspaces": ["w-1"],
+                   "duration_buckets": [0, 1]}]},
+     "sources[0].duration_buckets: expected positive, strictly increasing bucket bounds in seconds"),
+    (one(credentials={"access_key_id_file": "/run/a\0b"}),
+     "sources[0].credentials.access_key_id_file: expected a file path without control characters"),
+    (one(credentials={"access_key_id_env": "MY KEY"}), "sources[0].credentials.access_key_id_env: expected an "
+                                                       "environment variable name: no spaces, control characters or ="),
+    (one(**{"inter\nval": "30s"}), "sources[0]['inter\\nval']: unknown key; remove it or check its spelling"),
+    (one(kind="x" * 100), f"sources[0].kind: unknown kind '{'x' * 56}...; expected one of: {KIND_NAMES}"),
+    (one(quotas=list(range(12))), "; ".join(f"sources[0].quotas[{i}]: Input should be a valid string" for i in
+                                            range(10)) + "; and 2 more"),
     (one(intervl="30s"), "sources[0].intervl: unknown key; remove it or check its spelling"),
     (one(kind="maxcomp"), f"sources[0].kind: unknown kind 'maxcomp'; expected one of: {KIND_NAMES}"),
     ({"sources": [{"name": "a", "region": "cn-hangzhou"}]},

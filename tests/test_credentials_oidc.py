@@ -203,6 +203,31 @@ def test_check_reads_the_token_file_without_calling_sts(tmp_path: Path) -> None:
     check_credentials(config)
 
 
+@pytest.mark.parametrize(("content", "said"), [
+    (b"\xff\xd8\xff\xe0 a JPEG", "cannot read the OIDC token file {path}: not UTF-8 text (an invalid byte on line 1)"),
+    ("eyJ.tökën".encode(), "the OIDC token file {path} holds a control or non-ASCII character; a token is printable "
+                           "ASCII"),
+    (b"e" * 65_537, "cannot read the OIDC token file {path}: larger than 64 KiB"),
+], ids=["binary", "non-ascii", "too-large"])
+def test_an_unusable_token_file_is_one_line_without_its_content(tmp_path: Path, content: bytes, said: str) -> None:
+    path = tmp_path / "token"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        check_credentials(rrsa_config("http://127.0.0.1:1", path))
+    assert str(info.value).startswith("sources[0].credentials: " + said.format(path=path))
+    assert "\n" not in str(info.value) and "JPEG" not in str(info.value) and "eee" not in str(info.value)
+
+
+async def test_sts_credentials_that_no_header_can_carry_are_an_auth_failure(token_file: Path) -> None:
+    answer = {"Credentials": {"AccessKeyId": "STS.id", "AccessKeySecret": "sëcret", "SecurityToken": "tok",
+                              "Expiration": "2099-01-01T00:00:00Z"}}
+    provider = OidcCredentialProvider(ROLE_ARN, PROVIDER_ARN, token_file, "http://sts.test",
+                                      transport=httpx.MockTransport(lambda request: httpx.Response(200, json=answer)))
+    with pytest.raises(CredentialError) as info:
+        await provider.refresh()
+    assert str(info.value) == "STS AssumeRoleWithOIDC answered with credentials holding control or non-ASCII characters"
+
+
 def base_source(**extra: Any) -> Any:
     source = {"name": "mc", "kind": "maxcompute", "region": "cn-beijing", **extra}
     return parse_config({"sources": [source]}, KINDS).sources[0]

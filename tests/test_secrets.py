@@ -48,7 +48,7 @@ def test_env_credentials_are_trimmed_and_control_characters_refused(monkeypatch:
     monkeypatch.setenv("T_TOKEN", "STS.abc\x07def")
     with pytest.raises(CredentialError) as info:
         provider()
-    assert "T_TOKEN holds a control character" in str(info.value) and "abc" not in str(info.value)
+    assert "T_TOKEN holds a control or non-ASCII character" in str(info.value) and "abc" not in str(info.value)
 
 
 async def test_a_poll_error_echoing_a_secret_is_scrubbed_before_the_landing_page(registered_secret) -> None:
@@ -68,3 +68,46 @@ async def test_a_poll_error_echoing_a_secret_is_scrubbed_before_the_landing_page
     await poller.poll_once(target)
     page = App(lambda: poller.published).landing_page()
     assert "InvalidParameter" in page and SECRET not in page
+
+
+@pytest.mark.parametrize(("rotated", "said"), [
+    (b"\x89PNG\r\n\x1a\n\x00\x00binary", "cannot read credential file {path}: not UTF-8 text"),
+    ("s3cr3t-Välue".encode(), "credential unusable: file {path} holds a control or non-ASCII character"),
+    (b"x" * 70_000, "cannot read credential file {path}: larger than 64 KiB"),
+], ids=["binary", "non-ascii", "too-large"])
+async def test_a_secret_file_rotated_into_garbage_fails_the_poll_as_auth(tmp_path, rotated: bytes, said: str) -> None:
+    """Read at signing: the bad file never reaches the HTTP layer, which would have crashed the poll as `internal`."""
+    import os
+
+    import httpx
+
+    from exporter.config import parse_config
+    from exporter.runtime import build
+    from exporter.sources import KINDS
+
+    (tmp_path / "id").write_text("AKID-ok")
+    secret = tmp_path / "secret"
+    secret.write_text(SECRET)
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(503)
+
+    config = parse_config({"sources": [{"name": "mc", "kind": "maxcompute", "region": "cn-hangzhou", "credentials": {
+        "access_key_id_file": str(tmp_path / "id"), "access_key_secret_file": str(secret)}}]}, KINDS)
+    exporter = build(config, transport=httpx.MockTransport(answer))
+    target = next(t for t in exporter.targets if t.api.name == "GetRunningJobs")
+    await exporter.poller.poll_once(target)
+    assert sent and exporter.store.states[target.key].last_reason == "server"
+
+    secret.write_bytes(rotated)
+    os.utime(secret, (1, 1))  # a new mtime, whatever the file system's resolution
+    sent.clear()
+    await exporter.poller.poll_once(target)
+    state = exporter.store.states[target.key]
+    assert (state.last_reason, sent) == ("auth", [])
+    assert state.last_error.startswith(said.format(path=secret))
+    assert "\n" not in state.last_error and "PNG" not in state.last_error and "lue" not in state.last_error
+    for source in exporter.sources:
+        await source.aclose()

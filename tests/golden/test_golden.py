@@ -25,9 +25,9 @@ Two kinds of golden file live in `tests/golden/files/`:
     (`MAX_CLOCK_SKEW_SECONDS` of `exporter.simulator.app` and `exporter.simulator.dataarts_factory`, test-side
     monkeypatching); what the simulator answers depends on its own clock only.
   - GetRunningJobs asks for the jobs submitted in [now - `running_lookback`, now] by the wall clock; the demo's 7 days
-    would miss every job of the frozen simulator's day, so the test sets `running_lookback: 10000d` (this keeps
-    covering the simulator's jobs until about 2050). ListJobSnapshotInfos asks for `to` = the wall clock, which the
-    simulator caps at its own now.
+    would miss every job of the frozen simulator's day, so the test sets `running_lookback` to 10000 days (this keeps
+    covering the simulator's jobs until about 2050) on the validated config, as a file may say 30 days at most.
+    ListJobSnapshotInfos asks for `to` = the wall clock, which the simulator caps at its own now.
   - EMR lists the runs that ended in a window of the wall clock (and its first window only marks them seen), and
     GetJobInfo asks only about jobs that left the running set. Under a frozen simulator no run ends and no job leaves,
     so the ended-run and finished-job families have no samples and are left out of the exposition, whatever the
@@ -210,7 +210,7 @@ def test_record_buckets_are_the_sources_defaults() -> None:
 
 SEED = 20240229
 RUNS = 3
-RUNNING_LOOKBACK = "10000d"  # reaches from the wall clock back past the frozen simulator's jobs (see the docstring)
+RUNNING_LOOKBACK = 10000 * 86400.0  # from the wall clock back past the frozen simulator's jobs (see the docstring)
 EXPECTED_APIS = 9  # GetRunningJobs, ListJobSnapshotInfos, GetJobInfo; 2 x 2 DataArts lists; 2 EMR workspaces
 
 
@@ -233,8 +233,10 @@ async def scrape_frozen_simulator() -> bytes:
     with run_in_thread(simulator) as endpoint:
         sources = demo_sources(endpoint.url)
         assert {s["kind"] for s in sources} == {"maxcompute", "emr_serverless_spark", "dataarts_factory"}
-        sources = [{**s, "running_lookback": RUNNING_LOOKBACK} if s["kind"] == "maxcompute" else s for s in sources]
         config = parse_config({"sources": sources}, KINDS)
+        config = config.model_copy(update={"sources": [  # beyond what a config file may say: not validated again
+            s.model_copy(update={"running_lookback": RUNNING_LOOKBACK}) if s.kind == "maxcompute" else s
+            for s in config.sources]})
         exporter = build(config, credentials=lambda cfg: (lambda: static(KEY_ID, SECRET)))
         async with running_exporter(exporter) as url, httpx.AsyncClient() as client:
             await eventually_status(lambda: client.get(url + "/-/ready"), 200, timeout=30)

@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field
 
-from exporter.config import HUAWEI_ENV, Duration, SourceConfig, trimmed_unique
+from exporter.config import HUAWEI_ENV, Interval, SourceConfig, trimmed_unique
 
 HuaweiId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
@@ -23,7 +23,7 @@ class DataArtsFactoryConfig(SourceConfig):
     credential_env: ClassVar[tuple[str, str, str]] = HUAWEI_ENV
 
     kind: Literal["dataarts_factory"]
-    interval: Duration = 60.0
+    interval: Interval = 60.0
     project_id: HuaweiId
     # Empty: the default workspace only, requested without the `workspace` header.
     workspaces: Annotated[list[HuaweiId], AfterValidator(trimmed_unique)] = []
