@@ -89,7 +89,8 @@ async def serve(
     tls = web.tls_server_config
     app = App(lambda: exporter.poller.published, telemetry_path, notes, auth)
     server = uvicorn.Server(uvicorn.Config(
-        app, host=host, port=port, lifespan="off", log_level="warning", access_log=False, server_header=False,
+        app, host=host, port=port, lifespan="off", access_log=False, server_header=False,
+        log_config=None, log_level="warning",  # uvicorn's lines go through the exporter's logging, in its format
         ssl_certfile=str(tls.cert_file) if tls else None, ssl_keyfile=str(tls.key_file) if tls else None,
         ssl_cert_reqs=tls.cert_reqs if tls else ssl.CERT_NONE,
         ssl_ca_certs=str(tls.client_ca_file) if tls and tls.client_ca_file else None,
