@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import ssl
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -77,20 +78,37 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+# From SIGTERM to exit, whatever the clients do: responses in flight get RESPONSE_GRACE seconds to finish, then their
+# connections are cut; uvicorn cancels what still runs a second later.
+SHUTDOWN_DEADLINE = 5
+RESPONSE_GRACE = 3.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, leaving signals to `serve`: uvicorn's own handlers would start a shutdown that waits for the
+    slowest client, and raise the signal again at its end."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def serve(
     exporter: Exporter, listen: str, telemetry_path: str, notes: tuple[str, ...] = (),
     started: Callable[[str], None] | None = None, stop: asyncio.Event | None = None,
     web: WebConfig | None = None,
 ) -> None:
-    """Polls and serves until SIGINT or SIGTERM (or `stop` is set); `started` gets the metrics URL."""
+    """Polls and serves until SIGINT or SIGTERM (or `stop` is set), then returns within SHUTDOWN_DEADLINE;
+    `started` gets the metrics URL."""
     host, port = parse_listen_address(listen)
     web = web or WebConfig()
     auth = BasicAuth(web.basic_auth_users) if web.basic_auth_users else None
     tls = web.tls_server_config
     app = App(lambda: exporter.poller.published, telemetry_path, notes, auth)
-    server = uvicorn.Server(uvicorn.Config(
+    server = _Server(uvicorn.Config(
         app, host=host, port=port, lifespan="off", access_log=False, server_header=False,
         log_config=None, log_level="warning",  # uvicorn's lines go through the exporter's logging, in its format
+        timeout_graceful_shutdown=SHUTDOWN_DEADLINE - 1,
         ssl_certfile=str(tls.cert_file) if tls else None, ssl_keyfile=str(tls.key_file) if tls else None,
         ssl_cert_reqs=tls.cert_reqs if tls else ssl.CERT_NONE,
         ssl_ca_certs=str(tls.client_ca_file) if tls and tls.client_ca_file else None,
@@ -118,7 +136,21 @@ async def serve(
         speed.startup()
         scheduler.start()
         await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        scheduler.pause()
+        await exporter.poller.stop()
         scheduler.shutdown(wait=False)
-        server.should_exit = True
-        await serving
+        await _stop_serving(server, serving)
     log.info("stopped")
+
+
+async def _stop_serving(server: uvicorn.Server, serving: asyncio.Task[None]) -> None:
+    """Stops the HTTP server: it stops accepting; responses in flight get RESPONSE_GRACE seconds, then their
+    connections are cut (a client reading slowly, or not at all, would otherwise hold the exit for ever)."""
+    server.should_exit = True
+    done, _ = await asyncio.wait([serving], timeout=RESPONSE_GRACE)
+    if not done:
+        connections = list(server.server_state.connections)
+        log.warning("cutting connections still being answered at shutdown", connections=len(connections))
+        for connection in connections:
+            connection.transport.abort()
+    await serving
