@@ -117,8 +117,7 @@ async def serve(
     schedule(exporter.poller, scheduler)
     stop = stop or asyncio.Event()
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        _handle_signals(asyncio.get_running_loop(), stop)
     async with AsyncExitStack() as stack:
         for source in exporter.sources:
             stack.push_async_callback(source.aclose)
@@ -141,6 +140,15 @@ async def serve(
         scheduler.shutdown(wait=False)
         await _stop_serving(server, serving)
     log.info("stopped")
+
+
+def _handle_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """SIGINT and SIGTERM stop; SIGHUP and SIGUSR1, which would kill the process by default, are logged."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, log.warning, "SIGHUP received: reloading the configuration is not "
+                            "supported yet; restart the exporter to apply a new one")
+    loop.add_signal_handler(signal.SIGUSR1, log.info, "SIGUSR1 received and ignored")
 
 
 async def _stop_serving(server: uvicorn.Server, serving: asyncio.Task[None]) -> None:

@@ -1,5 +1,5 @@
 """The exporter as a process facing what an operator or a hostile client does to it: SIGTERM while a client will not
-read and polls hang; and its stderr, JSON lines only throughout."""
+read and polls hang, SIGHUP and SIGUSR1; and its stderr, JSON lines only throughout."""
 
 from __future__ import annotations
 
@@ -101,3 +101,14 @@ def test_sigterm_ends_it_promptly_whatever_the_clients_do_with_only_json_on_stde
     events = [json.loads(line) for line in exporter.lines]  # every line is JSON
     assert events[-1]["event"] == "stopped"
     assert "CancelledError" not in "".join(exporter.lines) and "Traceback" not in "".join(exporter.lines)
+
+
+def test_sighup_and_sigusr1_leave_it_serving() -> None:
+    with exporter_process("--demo") as exporter:
+        exporter.signal(signal.SIGHUP)
+        hup = exporter.event(lambda e: e["event"].startswith("SIGHUP"))
+        exporter.signal(signal.SIGUSR1)
+        exporter.event(lambda e: e["event"].startswith("SIGUSR1"))
+        assert httpx.get(exporter.url + "/metrics").status_code == 200
+        assert exporter.signal(signal.SIGTERM, wait=15) == 0
+    assert hup["level"] == "warning" and "restart" in hup["event"]
