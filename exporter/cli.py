@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from exporter import __version__
 from exporter.config import ConfigError, check_credentials, load_config
+from exporter.connections import ListenError
 from exporter.logs import configure_logging
 from exporter.sources import KINDS
 from exporter.webconfig import load_web_config
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.demo:
         from exporter.demo import run_demo
 
-        return asyncio.run(run_demo(args.listen, args.telemetry_path, web))
+        return _run(run_demo(args.listen, args.telemetry_path, web))
     if args.config_file is None:
         print("error: --config.file is required (or try --demo)", file=sys.stderr)
         return 1
@@ -77,9 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from exporter.runtime import build, serve
 
+    return _run(serve(build(config), args.listen, args.telemetry_path, web=web))
+
+
+def _run(serving: Coroutine[Any, Any, object]) -> int:
+    """Runs the exporter until it stops; returns 0, or 1 with one line on stderr when it cannot listen."""
     try:
-        asyncio.run(serve(build(config), args.listen, args.telemetry_path, web=web))
-    except ValueError as exc:
+        asyncio.run(serving)
+    except (ValueError, ListenError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -19,6 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter import speed
 from exporter.config import ExporterConfig, SourceConfig, credential_provider
+from exporter.connections import bind
 from exporter.contract import Kind, RequestCounter, Source, SourceInfo
 from exporter.credentials import Credentials
 from exporter.logs import add_secret_source
@@ -99,14 +100,14 @@ async def serve(
     web: WebConfig | None = None,
 ) -> None:
     """Polls and serves until SIGINT or SIGTERM (or `stop` is set), then returns within SHUTDOWN_DEADLINE;
-    `started` gets the metrics URL."""
+    `started` gets the metrics URL. Raises ValueError or ListenError when `listen` cannot be served."""
     host, port = parse_listen_address(listen)
     web = web or WebConfig()
     auth = BasicAuth(web.basic_auth_users) if web.basic_auth_users else None
     tls = web.tls_server_config
     app = App(lambda: exporter.poller.published, telemetry_path, notes, auth)
     server = _Server(uvicorn.Config(
-        app, host=host, port=port, lifespan="off", access_log=False, server_header=False,
+        app, lifespan="off", access_log=False, server_header=False,
         log_config=None, log_level="warning",  # uvicorn's lines go through the exporter's logging, in its format
         timeout_graceful_shutdown=SHUTDOWN_DEADLINE - 1,
         ssl_certfile=str(tls.cert_file) if tls else None, ssl_keyfile=str(tls.key_file) if tls else None,
@@ -121,13 +122,16 @@ async def serve(
     async with AsyncExitStack() as stack:
         for source in exporter.sources:
             stack.push_async_callback(source.aclose)
-        serving = asyncio.create_task(server.serve())
+        sockets = bind(listen, host, port)
+        for sock in sockets:
+            stack.callback(sock.close)  # uvicorn closes them when it stops, but not when it fails to start
+        serving = asyncio.create_task(server.serve(sockets))
         while not server.started:
             if serving.done():
-                await serving  # surfaces a bind error
+                await serving  # surfaces a start-up error
                 raise SystemExit(1)
             await asyncio.sleep(0.02)
-        bound = server.servers[0].sockets[0].getsockname()
+        bound = sockets[0].getsockname()
         url = f"{'https' if tls else 'http'}://{bound[0]}:{bound[1]}{telemetry_path}"
         log.info("listening", address=url, sources=len(exporter.sources), apis=len(exporter.targets))
         if started:

@@ -1,9 +1,10 @@
 """The exporter as a process facing what an operator or a hostile client does to it: SIGTERM while a client will not
-read and polls hang, SIGHUP and SIGUSR1; and its stderr, JSON lines only throughout."""
+read and polls hang, SIGHUP and SIGUSR1, a port already taken; and its stderr, JSON lines only throughout."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -112,3 +114,21 @@ def test_sighup_and_sigusr1_leave_it_serving() -> None:
         assert httpx.get(exporter.url + "/metrics").status_code == 200
         assert exporter.signal(signal.SIGTERM, wait=15) == 0
     assert hup["level"] == "warning" and "restart" in hup["event"]
+
+
+def test_a_port_in_use_is_one_line_naming_it_and_exit_code_1(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text("sources:\n  - name: mc\n    kind: maxcompute\n    region: cn-hangzhou\n"
+                      "    endpoint: http://127.0.0.1:9\n")
+    env = {**os.environ, "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAItest", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "secret"}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter", f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}"],
+            capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: --web.listen-address 127.0.0.1:{port}: address already in use (another exporter running?); stop "
+        f"the process listening on port {port}, or choose another port"]
