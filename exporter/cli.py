@@ -10,13 +10,27 @@ from pathlib import Path
 from typing import Any
 
 from exporter import __version__
-from exporter.config import ConfigError, check_credentials, load_config
-from exporter.connections import ListenError
+from exporter.config import ConfigError, check_credentials, load_config, parse_duration
+from exporter.connections import Limits, ListenError
 from exporter.logs import configure_logging
 from exporter.sources import KINDS
 from exporter.webconfig import load_web_config
 
 DEFAULT_LISTEN = ":9810"
+DEFAULT_LIMITS = Limits()
+
+
+def _duration(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
+    return int(value)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,6 +49,14 @@ def parser() -> argparse.ArgumentParser:
                    help="exporter-toolkit style file enabling TLS and/or basic authentication")
     p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
                    help="path under which to expose metrics (default /metrics)")
+    p.add_argument("--web.max-connections", dest="max_connections", type=_positive, metavar="N",
+                   default=DEFAULT_LIMITS.max_connections,
+                   help="connections open at once; past them a new one is answered 503 "
+                   f"(default {DEFAULT_LIMITS.max_connections})")
+    p.add_argument("--web.header-timeout", dest="header_timeout", type=_duration, metavar="DURATION",
+                   default=DEFAULT_LIMITS.header_timeout,
+                   help="time a client has to send a request's headers before its connection is closed "
+                   f"(default {DEFAULT_LIMITS.header_timeout:g}s)")
     p.add_argument("--log.format", dest="log_format", choices=("auto", "json", "console"), default="auto",
                    help="log format; auto is JSON unless stderr is a terminal")
     p.add_argument("--log.level", dest="log_level", choices=("debug", "info", "warning", "error"), default="info")
@@ -62,10 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    limits = Limits(args.header_timeout, DEFAULT_LIMITS.idle_timeout, args.max_connections)
     if args.demo:
         from exporter.demo import run_demo
 
-        return _run(run_demo(args.listen, args.telemetry_path, web))
+        return _run(run_demo(args.listen, args.telemetry_path, web, limits))
     if args.config_file is None:
         print("error: --config.file is required (or try --demo)", file=sys.stderr)
         return 1
@@ -80,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from exporter.runtime import build, serve
 
-    return _run(serve(build(config), args.listen, args.telemetry_path, web=web))
+    return _run(serve(build(config), args.listen, args.telemetry_path, web=web, limits=limits))
 
 
 def _run(serving: Coroutine[Any, Any, object]) -> int:

@@ -19,7 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter import speed
 from exporter.config import ExporterConfig, SourceConfig, credential_provider
-from exporter.connections import bind
+from exporter.connections import Limits, bind, bounded_protocol, quiet_accept_errors, warn_if_files_run_short
 from exporter.contract import Kind, RequestCounter, Source, SourceInfo
 from exporter.credentials import Credentials
 from exporter.logs import add_secret_source
@@ -97,28 +97,22 @@ class _Server(uvicorn.Server):
 async def serve(
     exporter: Exporter, listen: str, telemetry_path: str, notes: tuple[str, ...] = (),
     started: Callable[[str], None] | None = None, stop: asyncio.Event | None = None,
-    web: WebConfig | None = None,
+    web: WebConfig | None = None, limits: Limits | None = None,
 ) -> None:
     """Polls and serves until SIGINT or SIGTERM (or `stop` is set), then returns within SHUTDOWN_DEADLINE;
     `started` gets the metrics URL. Raises ValueError or ListenError when `listen` cannot be served."""
     host, port = parse_listen_address(listen)
+    limits = limits or Limits()
     web = web or WebConfig()
-    auth = BasicAuth(web.basic_auth_users) if web.basic_auth_users else None
-    tls = web.tls_server_config
-    app = App(lambda: exporter.poller.published, telemetry_path, notes, auth)
-    server = _Server(uvicorn.Config(
-        app, lifespan="off", access_log=False, server_header=False,
-        log_config=None, log_level="warning",  # uvicorn's lines go through the exporter's logging, in its format
-        timeout_graceful_shutdown=SHUTDOWN_DEADLINE - 1,
-        ssl_certfile=str(tls.cert_file) if tls else None, ssl_keyfile=str(tls.key_file) if tls else None,
-        ssl_cert_reqs=tls.cert_reqs if tls else ssl.CERT_NONE,
-        ssl_ca_certs=str(tls.client_ca_file) if tls and tls.client_ca_file else None,
-    ))
+    server = _server(exporter, telemetry_path, notes, web, limits)
     scheduler = AsyncIOScheduler()
     schedule(exporter.poller, scheduler)
     stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    quiet_accept_errors(loop)
     if threading.current_thread() is threading.main_thread():
-        _handle_signals(asyncio.get_running_loop(), stop)
+        _handle_signals(loop, stop)
+    warn_if_files_run_short(limits)
     async with AsyncExitStack() as stack:
         for source in exporter.sources:
             stack.push_async_callback(source.aclose)
@@ -132,7 +126,7 @@ async def serve(
                 raise SystemExit(1)
             await asyncio.sleep(0.02)
         bound = sockets[0].getsockname()
-        url = f"{'https' if tls else 'http'}://{bound[0]}:{bound[1]}{telemetry_path}"
+        url = f"{'https' if web.tls_server_config else 'http'}://{bound[0]}:{bound[1]}{telemetry_path}"
         log.info("listening", address=url, sources=len(exporter.sources), apis=len(exporter.targets))
         if started:
             started(url)
@@ -144,6 +138,22 @@ async def serve(
         scheduler.shutdown(wait=False)
         await _stop_serving(server, serving)
     log.info("stopped")
+
+
+def _server(exporter: Exporter, telemetry_path: str, notes: tuple[str, ...], web: WebConfig,
+            limits: Limits) -> uvicorn.Server:
+    """Returns the HTTP server of the exporter's app, with TLS and basic authentication as `web` says."""
+    auth = BasicAuth(web.basic_auth_users) if web.basic_auth_users else None
+    tls = web.tls_server_config
+    app = App(lambda: exporter.poller.published, telemetry_path, notes, auth)
+    return _Server(uvicorn.Config(
+        app, http=bounded_protocol(limits), lifespan="off", access_log=False, server_header=False,
+        log_config=None, log_level="warning",  # uvicorn's lines go through the exporter's logging, in its format
+        timeout_keep_alive=limits.idle_timeout, timeout_graceful_shutdown=SHUTDOWN_DEADLINE - 1,
+        ssl_certfile=str(tls.cert_file) if tls else None, ssl_keyfile=str(tls.key_file) if tls else None,
+        ssl_cert_reqs=tls.cert_reqs if tls else ssl.CERT_NONE,
+        ssl_ca_certs=str(tls.client_ca_file) if tls and tls.client_ca_file else None,
+    ))
 
 
 def _handle_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

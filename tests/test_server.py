@@ -1,11 +1,15 @@
-"""The HTTP side over real sockets: content negotiation, gzip, health, readiness, landing page."""
+"""The HTTP side over real sockets: content negotiation, gzip, health, readiness, landing page, and clients that are
+slow to send their headers or too many."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+from urllib.parse import urlsplit
 
 import httpx
 
+from exporter.connections import Limits
 from exporter.exposition.format import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from tests.helpers import eventually_status as eventually
 from tests.helpers import maxcompute_exporter, running_exporter
@@ -105,3 +109,42 @@ async def test_custom_telemetry_path() -> None:
         assert 'href="/custom"' in (await c.get(url + "/")).text
 
 
+
+
+async def _open(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    parts = urlsplit(url)
+    return await asyncio.open_connection(parts.hostname, parts.port)
+
+
+async def _trickle(writer: asyncio.StreamWriter) -> None:
+    """Sends a request line, then a header line every 0.2 s, never ending the head."""
+    writer.write(b"GET /metrics HTTP/1.1\r\n")
+    while not writer.is_closing():
+        await asyncio.sleep(0.2)
+        writer.write(b"x-slow: 1\r\n")
+
+
+async def test_a_request_head_sent_too_slowly_is_cut_off_and_scrapes_go_on() -> None:
+    limits = Limits(header_timeout=1.0, max_connections=50)
+    async with running_exporter(unreachable_exporter(), limits=limits) as url, httpx.AsyncClient() as client:
+        slow = [await _open(url) for _ in range(20)]
+        trickles = [asyncio.create_task(_trickle(writer)) for _, writer in slow]
+        assert (await client.get(url + "/metrics")).status_code == 200, "scrapes are served among them"
+        for reader, _ in slow:  # each is closed unanswered, though it keeps sending: a hang here is the failure
+            assert await asyncio.wait_for(reader.read(), timeout=30) == b""
+        for task in trickles:
+            task.cancel()
+        assert (await client.get(url + "/metrics")).status_code == 200
+
+
+async def test_past_the_connection_cap_new_connections_get_503_until_others_close() -> None:
+    limits = Limits(max_connections=10)
+    async with running_exporter(unreachable_exporter(), limits=limits) as url:
+        held = [await _open(url) for _ in range(10)]
+        async with httpx.AsyncClient() as client:
+            refused = await client.get(url + "/metrics")
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        for _, writer in held:
+            writer.close()
+        async with httpx.AsyncClient() as client:
+            await eventually(lambda: client.get(url + "/metrics"), check_status=200)
