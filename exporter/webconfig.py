@@ -17,6 +17,8 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
+import secrets
 import ssl
 from pathlib import Path
 from typing import Annotated
@@ -27,11 +29,27 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, fie
 
 from exporter.config import ConfigError
 
+BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+MAX_PASSWORD_BYTES = 72  # what bcrypt reads of a password; the bcrypt module refuses longer ones
+
 
 def _bcrypt_hash(value: str) -> str:
     if not value.startswith(("$2a$", "$2b$", "$2y$")):
         raise ValueError("expected a bcrypt hash ($2y$..., $2b$... or $2a$...), not a plain password")
+    if not BCRYPT_HASH.fullmatch(value) or not _salt_decodes(value):
+        raise ValueError("not a whole bcrypt hash: expected $2y$, a cost from 04 to 31, $ and 53 characters of "
+                         "./A-Za-z0-9 (60 in all, as `htpasswd -nBC 10` writes)")
     return value
+
+
+def _salt_decodes(value: str) -> bool:
+    """Returns whether bcrypt takes the hash's salt (some of its last character's bits must be 0), hashing at the
+    lowest cost rather than the hash's own."""
+    try:
+        bcrypt.hashpw(b"", f"$2b$04${value[7:29]}".encode())
+    except ValueError:
+        return False
+    return True
 
 
 # The exporter-toolkit's client_auth_type values that Python's TLS can honour, with what the server then asks of a
@@ -115,9 +133,14 @@ class BasicAuth:
     def __init__(self, users: dict[str, str]) -> None:
         self._users = {u: h.encode() for u, h in users.items()}
         self._good: set[bytes] = set()
+        # An unknown user's password is checked against this hash, of the costliest configured one's cost: the 401
+        # then takes as long as a known user's with a wrong password, and does not tell which users exist.
+        cost = max(int(h[4:6]) for h in users.values())
+        self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(cost))
 
-    def _parse(self, header: str) -> tuple[bytes, bytes, bytes] | None:
-        """Returns (password, its user's hash, cache key), or None for a malformed header or an unknown user."""
+    def _parse(self, header: str) -> tuple[bytes, bytes | None, bytes] | None:
+        """Returns (password, its user's hash or None for an unknown user, cache key), or None for a malformed
+        header."""
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() != "basic":
             return None
@@ -125,23 +148,30 @@ class BasicAuth:
             user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return None
-        hashed = self._users.get(user)
-        if not sep or hashed is None:
+        if not sep:
             return None
-        return password.encode(), hashed, hashlib.sha256(hashed + b"\0" + password.encode()).digest()
+        hashed = self._users.get(user)
+        return password.encode(), hashed, hashlib.sha256((hashed or b"") + b"\0" + password.encode()).digest()
 
     def known(self, header: str) -> bool | None:
-        """Returns True for a pair already checked, False for a header that cannot pass, None when bcrypt must say."""
+        """Returns True for a pair already checked, False for a malformed header, None when bcrypt must say."""
         parsed = self._parse(header)
         if parsed is None:
             return False
         return True if any(hmac.compare_digest(parsed[2], good) for good in self._good) else None
 
     def check(self, header: str) -> bool:
-        """Returns True when the header carries a configured user and its password (slow: bcrypt)."""
+        """Returns True when the header carries a configured user and its password (slow: bcrypt, as slow for an
+        unknown user or a password longer than bcrypt reads, which are checked against a dummy hash)."""
         parsed = self._parse(header)
-        if parsed is None or not bcrypt.checkpw(parsed[0], parsed[1]):
+        if parsed is None:
+            return False
+        password, hashed, key = parsed
+        if hashed is None or len(password) > MAX_PASSWORD_BYTES:
+            bcrypt.checkpw(password[:MAX_PASSWORD_BYTES], self._dummy)  # as long as a wrong password takes
+            return False
+        if not bcrypt.checkpw(password, hashed):
             return False
         if len(self._good) < 1024:
-            self._good.add(parsed[2])
+            self._good.add(key)
         return True
