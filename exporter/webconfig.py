@@ -119,11 +119,52 @@ def load_web_config(path: Path) -> WebConfig:
             str(first["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"--web.config.file: {where}: {message}") from None
     if config.tls_server_config:
-        for name in ("cert_file", "key_file", "client_ca_file"):
-            file = getattr(config.tls_server_config, name)
-            if file is not None and not file.is_file():
-                raise ConfigError(f"--web.config.file: tls_server_config.{name}: no such file {file}")
+        _check_tls_files(config.tls_server_config)
     return config
+
+
+class _Encrypted(Exception):
+    """The private key asks for a password."""
+
+
+def _refuse_password() -> bytes:
+    raise _Encrypted  # rather than OpenSSL's prompt on the terminal, which would hold the start-up
+
+
+def _check_tls_files(tls: TLSConfig) -> None:
+    """Raises ConfigError naming the key when a TLS file is missing or does not load: the certificate and its key
+    (they must match), and the client CA certificates."""
+    for name in ("cert_file", "key_file", "client_ca_file"):
+        file = getattr(tls, name)
+        if file is not None and not file.is_file():
+            raise ConfigError(f"--web.config.file: tls_server_config.{name}: no such file {file}")
+    where = "--web.config.file: tls_server_config"
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(tls.cert_file, tls.key_file, _refuse_password)
+    except _Encrypted:
+        raise ConfigError(f"{where}.key_file: {tls.key_file} is encrypted; give the key unencrypted (`openssl pkey "
+                          "-in KEY -out PLAIN`)") from None
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(f"{where}.key_file: {tls.key_file} is not the key of the certificate in cert_file "
+                              f"{tls.cert_file}") from None
+        if not _holds_certificates(tls.cert_file):
+            raise ConfigError(f"{where}.cert_file: {tls.cert_file} holds no PEM certificate") from None
+        raise ConfigError(f"{where}.key_file: {tls.key_file} holds no PEM private key") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read cert_file {tls.cert_file} or key_file {tls.key_file}: "
+                          f"{exc.strerror}") from None
+    if tls.client_ca_file is not None and not _holds_certificates(tls.client_ca_file):
+        raise ConfigError(f"{where}.client_ca_file: {tls.client_ca_file} holds no PEM certificate") from None
+
+
+def _holds_certificates(file: Path) -> bool:
+    """Returns whether `file` holds PEM certificates OpenSSL can load."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=file)
+    except (ssl.SSLError, OSError):
+        return False
+    return True
 
 
 class BasicAuth:

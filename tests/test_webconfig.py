@@ -211,6 +211,47 @@ def test_cli_stops_on_a_bad_web_config(tmp_path: Path, capsys) -> None:
     assert capsys.readouterr().err.startswith("error: --web.config.file: basic_auth_users:")
 
 
+def _garbage(tmp_path: Path) -> Path:
+    path = tmp_path / "garbage.pem"
+    path.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    return path
+
+
+TLS_REFUSALS = {
+    "garbage cert": "tls_server_config.cert_file: {garbage} holds no PEM certificate",
+    "key as cert": "tls_server_config.cert_file: {key} holds no PEM certificate",
+    "garbage key": "tls_server_config.key_file: {garbage} holds no PEM private key",
+    "another key": "tls_server_config.key_file: {other_key} is not the key of the certificate in cert_file {cert}",
+    "encrypted key": "tls_server_config.key_file: {encrypted} is encrypted; give the key unencrypted (`openssl pkey "
+                     "-in KEY -out PLAIN`)",
+    "garbage client CA": "tls_server_config.client_ca_file: {garbage} holds no PEM certificate",
+}
+
+
+@pytest.mark.parametrize("case", TLS_REFUSALS)
+def test_tls_files_that_do_not_load_are_refused_naming_the_key(
+    tmp_path: Path, certificate: tuple[Path, Path], case: str
+) -> None:
+    cert, key = certificate
+    garbage, (_, other_key) = _garbage(tmp_path), _self_signed(tmp_path, "other")
+    encrypted = tmp_path / "encrypted.key"
+    _openssl("pkey", "-in", str(key), "-aes128", "-passout", "pass:secret", "-out", str(encrypted))
+    files = {
+        "garbage cert": (garbage, key, None), "key as cert": (key, key, None), "garbage key": (cert, garbage, None),
+        "another key": (cert, other_key, None), "encrypted key": (cert, encrypted, None),
+        "garbage client CA": (cert, key, garbage),
+    }[case]
+    web_file = tmp_path / "web.yml"
+    web_file.write_text(f"tls_server_config:\n  cert_file: {files[0]}\n  key_file: {files[1]}\n" + (
+        f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {files[2]}\n" if files[2] else ""))
+    with pytest.raises(ConfigError) as info:
+        load_web_config(web_file)
+    expected = TLS_REFUSALS[case].format(cert=cert, key=key, garbage=garbage, other_key=other_key, encrypted=encrypted)
+    assert str(info.value) == f"--web.config.file: {expected}"
+    if case == "garbage cert":
+        assert main(["--demo", "--web.config.file", str(web_file)]) == 1
+
+
 def test_cli_stops_on_an_invalid_hash_with_one_line(tmp_path: Path, capsys) -> None:
     path = tmp_path / "web.yml"
     path.write_text("basic_auth_users:\n  prometheus: $2y$10$garbage\n")
