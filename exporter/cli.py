@@ -5,15 +5,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from exporter import __version__
-from exporter.config import ConfigError, check_credentials, load_config
+from exporter.config import ConfigError, check_credentials, load_config, parse_duration
+from exporter.connections import Limits, ListenError
 from exporter.logs import configure_logging
 from exporter.sources import KINDS
 from exporter.webconfig import load_web_config
 
 DEFAULT_LISTEN = ":9810"
+DEFAULT_LIMITS = Limits()
+
+
+def _duration(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
+    return int(value)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,6 +50,14 @@ def parser() -> argparse.ArgumentParser:
                    help="exporter-toolkit style file enabling TLS and/or basic authentication")
     p.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
                    help="path under which to expose metrics (default /metrics)")
+    p.add_argument("--web.max-connections", dest="max_connections", type=_positive, metavar="N",
+                   default=DEFAULT_LIMITS.max_connections,
+                   help="connections open at once; past them a new one is answered 503 "
+                   f"(default {DEFAULT_LIMITS.max_connections})")
+    p.add_argument("--web.header-timeout", dest="header_timeout", type=_duration, metavar="DURATION",
+                   default=DEFAULT_LIMITS.header_timeout,
+                   help="time a client has to send a request's headers before its connection is closed "
+                   f"(default {DEFAULT_LIMITS.header_timeout:g}s)")
     p.add_argument("--log.format", dest="log_format", choices=("auto", "json", "console"), default="auto",
                    help="log format; auto is JSON unless stderr is a terminal")
     p.add_argument("--log.level", dest="log_level", choices=("debug", "info", "warning", "error"), default="info")
@@ -60,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    limits = Limits(args.header_timeout, DEFAULT_LIMITS.idle_timeout, args.max_connections)
     if args.demo:
         from exporter.demo import run_demo
 
-        return asyncio.run(run_demo(args.listen, args.telemetry_path, web))
+        return _run(run_demo(args.listen, args.telemetry_path, web, limits))
     if args.config_file is None:
         print("error: --config.file is required (or try --demo)", file=sys.stderr)
         return 1
@@ -81,9 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.config_check:
         print(f"{args.config_file}: OK, {len(config.sources)} source(s)")
         return 0
+    return _run(serve(exporter, args.listen, args.telemetry_path, web=web, limits=limits))
+
+
+def _run(serving: Coroutine[Any, Any, object]) -> int:
+    """Runs the exporter until it stops; returns 0, or 1 with one line on stderr when it cannot listen."""
     try:
-        asyncio.run(serve(exporter, args.listen, args.telemetry_path, web=web))
-    except ValueError as exc:
+        asyncio.run(serving)
+    except (ValueError, ListenError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

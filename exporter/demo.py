@@ -7,6 +7,7 @@ import secrets
 import structlog
 
 from exporter.config import parse_config
+from exporter.connections import Limits
 from exporter.credentials import static
 from exporter.logs import add_secret_source
 from exporter.runtime import build, serve
@@ -33,7 +34,9 @@ def demo_sources(endpoint: str) -> list[dict]:
     ]
 
 
-async def run_demo(listen: str, telemetry_path: str, web: WebConfig | None = None) -> int:
+async def run_demo(
+    listen: str, telemetry_path: str, web: WebConfig | None = None, limits: Limits | None = None
+) -> int:
     """Serves the exporter against a simulator until interrupted; returns the exit code."""
     key_id, secret = f"LTAIdemo{secrets.token_hex(8)}", secrets.token_urlsafe(24)
     add_secret_source(lambda: [secret])
@@ -44,7 +47,7 @@ async def run_demo(listen: str, telemetry_path: str, web: WebConfig | None = Non
     notes = (f"Demo mode: polling the built-in simulator at {simulator.url} (fault switches: POST "
              f"{simulator.url}/-/sim/faults, see docs/simulator.md).",)
     try:
-        await serve(exporter, listen, telemetry_path, notes, web=web)
+        await serve(exporter, listen, telemetry_path, notes, web=web, limits=limits)
     finally:
         await simulator.stop()
     return 0

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import structlog
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
@@ -60,6 +61,8 @@ class Poller:
         self._backoff_until: dict[Key, float] = {}
         self._throttled_in_a_row: dict[Key, int] = {}
         self._failing: dict[Key, str] = {}
+        self._stopping = False
+        self._running: set[asyncio.Task[Any]] = set()
         view = store.view(clock())
         self.published = Publication(self._renderer.render(view), view.states)
 
@@ -125,15 +128,43 @@ class Poller:
         deflate segments are reused, so such a publish renders only the exporter's own series."""
         await self.publish()
 
+    async def scheduled(self, job: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Runs `job(*args)` (a poll or a housekeeping publish) for the scheduler, unless the poller is stopping."""
+        if self._stopping:
+            return
+        task = asyncio.current_task()
+        assert task is not None  # a scheduled job runs as a task
+        self._running.add(task)
+        try:
+            await job(*args)
+        except asyncio.CancelledError:
+            # Cut short by stop(): the job ends quietly, where APScheduler would log the cancellation's traceback
+            # as a job that raised.
+            if not self._stopping:
+                raise
+        finally:
+            self._running.discard(task)
+
+    async def stop(self) -> None:
+        """Cancels the scheduled polls and publishes in flight, and returns once they have ended; no job runs after.
+        For shutdown: the sources' clients can then close with no poll under them."""
+        self._stopping = True
+        await asyncio.sleep(0)  # a job just started by the scheduler gets to its first step, and returns at once
+        for task in self._running:
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
 
 def schedule(poller: Poller, scheduler: AsyncIOScheduler) -> None:
-    """Adds one job per target (first run now, never two at once) and the housekeeping job."""
+    """Adds one job per target (first run now, never two at once) and the housekeeping job; each runs through
+    `poller.scheduled`, so that `poller.stop()` ends them."""
     by_id: dict[str, Key] = {}
     for target in poller.targets:
+        name = f"{target.source}/{target.api.name}"
         job = scheduler.add_job(
-            poller.poll_once, "interval", args=[target], seconds=target.api.interval, max_instances=1,
-            coalesce=True, next_run_time=datetime.now().astimezone(), misfire_grace_time=None,
-            id=f"{target.source}/{target.api.name}",
+            poller.scheduled, "interval", args=[poller.poll_once, target], seconds=target.api.interval,
+            max_instances=1, coalesce=True, next_run_time=datetime.now().astimezone(), misfire_grace_time=None,
+            id=name, name=name,
         )
         by_id[job.id] = target.key
 
@@ -142,5 +173,5 @@ def schedule(poller: Poller, scheduler: AsyncIOScheduler) -> None:
             poller.store.record_skip(by_id[event.job_id], "overlap")
 
     scheduler.add_listener(skipped, EVENT_JOB_MAX_INSTANCES)
-    scheduler.add_job(poller.housekeeping, "interval", seconds=HOUSEKEEPING_INTERVAL, max_instances=1,
-                      coalesce=True, id="housekeeping")
+    scheduler.add_job(poller.scheduled, "interval", args=[poller.housekeeping], seconds=HOUSEKEEPING_INTERVAL,
+                      max_instances=1, coalesce=True, id="housekeeping", name="housekeeping")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import ssl
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter import speed
 from exporter.config import ExporterConfig, SourceConfig, credential_provider
+from exporter.connections import Limits, bind, bounded_protocol, quiet_accept_errors, warn_if_files_run_short
 from exporter.contract import Kind, RequestCounter, Source, SourceInfo
 from exporter.credentials import Credentials
 from exporter.logs import add_secret_source
@@ -77,47 +79,100 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+# From SIGTERM to exit, whatever the clients do: responses in flight get RESPONSE_GRACE seconds to finish, then their
+# connections are cut; uvicorn cancels what still runs a second later.
+SHUTDOWN_DEADLINE = 5
+RESPONSE_GRACE = 3.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, leaving signals to `serve`: uvicorn's own handlers would start a shutdown that waits for the
+    slowest client, and raise the signal again at its end."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def serve(
     exporter: Exporter, listen: str, telemetry_path: str, notes: tuple[str, ...] = (),
     started: Callable[[str], None] | None = None, stop: asyncio.Event | None = None,
-    web: WebConfig | None = None,
+    web: WebConfig | None = None, limits: Limits | None = None,
 ) -> None:
-    """Polls and serves until SIGINT or SIGTERM (or `stop` is set); `started` gets the metrics URL."""
+    """Polls and serves until SIGINT or SIGTERM (or `stop` is set), then returns within SHUTDOWN_DEADLINE;
+    `started` gets the metrics URL. Raises ValueError or ListenError when `listen` cannot be served."""
     host, port = parse_listen_address(listen)
+    limits = limits or Limits()
     web = web or WebConfig()
-    auth = BasicAuth(web.basic_auth_users) if web.basic_auth_users else None
-    tls = web.tls_server_config
-    app = App(lambda: exporter.poller.published, telemetry_path, notes, auth)
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=host, port=port, lifespan="off", log_level="warning", access_log=False, server_header=False,
-        ssl_certfile=str(tls.cert_file) if tls else None, ssl_keyfile=str(tls.key_file) if tls else None,
-        ssl_cert_reqs=tls.cert_reqs if tls else ssl.CERT_NONE,
-        ssl_ca_certs=str(tls.client_ca_file) if tls and tls.client_ca_file else None,
-    ))
+    server = _server(exporter, telemetry_path, notes, web, limits)
     scheduler = AsyncIOScheduler()
     schedule(exporter.poller, scheduler)
     stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    quiet_accept_errors(loop)
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        _handle_signals(loop, stop)
+    warn_if_files_run_short(limits)
     async with AsyncExitStack() as stack:
         for source in exporter.sources:
             stack.push_async_callback(source.aclose)
-        serving = asyncio.create_task(server.serve())
+        sockets = bind(listen, host, port)
+        for sock in sockets:
+            stack.callback(sock.close)  # uvicorn closes them when it stops, but not when it fails to start
+        serving = asyncio.create_task(server.serve(sockets))
         while not server.started:
             if serving.done():
-                await serving  # surfaces a bind error
+                await serving  # surfaces a start-up error
                 raise SystemExit(1)
             await asyncio.sleep(0.02)
-        bound = server.servers[0].sockets[0].getsockname()
-        url = f"{'https' if tls else 'http'}://{bound[0]}:{bound[1]}{telemetry_path}"
+        bound = sockets[0].getsockname()
+        url = f"{'https' if web.tls_server_config else 'http'}://{bound[0]}:{bound[1]}{telemetry_path}"
         log.info("listening", address=url, sources=len(exporter.sources), apis=len(exporter.targets))
         if started:
             started(url)
         speed.startup()
         scheduler.start()
         await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+        scheduler.pause()
+        await exporter.poller.stop()
         scheduler.shutdown(wait=False)
-        server.should_exit = True
-        await serving
+        await _stop_serving(server, serving)
     log.info("stopped")
+
+
+def _server(exporter: Exporter, telemetry_path: str, notes: tuple[str, ...], web: WebConfig,
+            limits: Limits) -> uvicorn.Server:
+    """Returns the HTTP server of the exporter's app, with TLS and basic authentication as `web` says."""
+    auth = BasicAuth(web.basic_auth_users) if web.basic_auth_users else None
+    tls = web.tls_server_config
+    app = App(lambda: exporter.poller.published, telemetry_path, notes, auth)
+    return _Server(uvicorn.Config(
+        app, http=bounded_protocol(limits), lifespan="off", access_log=False, server_header=False,
+        log_config=None, log_level="warning",  # uvicorn's lines go through the exporter's logging, in its format
+        timeout_keep_alive=limits.idle_timeout, timeout_graceful_shutdown=SHUTDOWN_DEADLINE - 1,
+        ssl_certfile=str(tls.cert_file) if tls else None, ssl_keyfile=str(tls.key_file) if tls else None,
+        ssl_cert_reqs=tls.cert_reqs if tls else ssl.CERT_NONE,
+        ssl_ca_certs=str(tls.client_ca_file) if tls and tls.client_ca_file else None,
+    ))
+
+
+def _handle_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """SIGINT and SIGTERM stop; SIGHUP and SIGUSR1, which would kill the process by default, are logged."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, log.warning, "SIGHUP received: reloading the configuration is not "
+                            "supported yet; restart the exporter to apply a new one")
+    loop.add_signal_handler(signal.SIGUSR1, log.info, "SIGUSR1 received and ignored")
+
+
+async def _stop_serving(server: uvicorn.Server, serving: asyncio.Task[None]) -> None:
+    """Stops the HTTP server: it stops accepting; responses in flight get RESPONSE_GRACE seconds, then their
+    connections are cut (a client reading slowly, or not at all, would otherwise hold the exit for ever)."""
+    server.should_exit = True
+    done, _ = await asyncio.wait([serving], timeout=RESPONSE_GRACE)
+    if not done:
+        connections = list(server.server_state.connections)
+        log.warning("cutting connections still being answered at shutdown", connections=len(connections))
+        for connection in connections:
+            connection.transport.abort()
+    await serving

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import html
+import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -50,13 +51,41 @@ def _header(scope: Scope, name: bytes) -> str:
     return ""
 
 
-def _accepts_gzip(accept_encoding: str) -> bool:
-    """Returns True when `gzip` is acceptable (present with a non-zero q)."""
-    for item in accept_encoding.split(","):
-        name, _, params = item.strip().partition(";")
-        if name.strip().lower() in ("gzip", "*"):
-            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
-    return False
+QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")  # RFC 9110 12.4.2
+
+
+def weight(params: str) -> float:
+    """Returns the q of an Accept or Accept-Encoding element from its parameters (what follows its first `;`): 1
+    without one, 0 for a malformed one (`q=abc`, `q=-1`, `q=1.5`), which is not a preference anyone can have meant."""
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            value = value.strip()
+            return float(value) if QVALUE.fullmatch(value) else 0.0
+    return 1.0
+
+
+def _elements(header: str) -> Iterator[tuple[str, float]]:
+    """Yields each element of an Accept or Accept-Encoding header as (lower-case name, q)."""
+    for item in header.split(","):
+        name, _, params = item.partition(";")
+        if name.strip():
+            yield name.strip().lower(), weight(params)
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Returns True when gzip is acceptable: listed with a q above 0, or not listed and `*` is (RFC 9110 12.5.3)."""
+    weights = dict(reversed(list(_elements(accept_encoding))))  # the first of repeated names counts
+    return weights.get("gzip", weights.get("*", 0.0)) > 0
+
+
+def prefers_openmetrics(accept: str) -> bool:
+    """Returns True when OpenMetrics is the client's first choice among what the exporter serves: of the ranges
+    application/openmetrics-text and text/plain, text/* or */* (which get the text format), the first of the highest
+    q above 0 is OpenMetrics's."""
+    served = [(q, name == "application/openmetrics-text") for name, q in _elements(accept)
+              if name in ("application/openmetrics-text", "text/plain", "text/*", "*/*") and q > 0]
+    return max(served, key=lambda choice: choice[0], default=(0.0, False))[1]
 
 
 async def _send_inflated(send: Send, receive: Receive, pieces: Iterable[bytes]) -> None:
@@ -163,12 +192,12 @@ class App:
     def metrics(self, accept: str, accept_encoding: str) -> Reply:
         """Returns the current exposition in the negotiated format and encoding."""
         exposition = self._published().exposition
-        if "application/openmetrics-text" in accept:
+        if prefers_openmetrics(accept):
             gz, size, content_type = exposition.om_gz_chunks, exposition.om_size, OPENMETRICS_CONTENT_TYPE
         else:
             gz, size, content_type = exposition.gz_chunks, exposition.size, TEXT_CONTENT_TYPE
         vary = (b"vary", b"Accept, Accept-Encoding")
-        if _accepts_gzip(accept_encoding):
+        if accepts_gzip(accept_encoding):
             return Reply(200, gz, content_type, ((b"content-encoding", b"gzip"), vary))
         return Reply(200, Inflated(gz, size), content_type, (vary,))
 

@@ -17,6 +17,8 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
+import secrets
 import ssl
 from pathlib import Path
 from typing import Annotated
@@ -27,11 +29,27 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, fie
 from exporter.config import ConfigError
 from exporter.files import CONFIG_MAX_BYTES, FileError, load_yaml
 
+BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+MAX_PASSWORD_BYTES = 72  # what bcrypt reads of a password; the bcrypt module refuses longer ones
+
 
 def _bcrypt_hash(value: str) -> str:
     if not value.startswith(("$2a$", "$2b$", "$2y$")):
         raise ValueError("expected a bcrypt hash ($2y$..., $2b$... or $2a$...), not a plain password")
+    if not BCRYPT_HASH.fullmatch(value) or not _salt_decodes(value):
+        raise ValueError("not a whole bcrypt hash: expected $2y$, a cost from 04 to 31, $ and 53 characters of "
+                         "./A-Za-z0-9 (60 in all, as `htpasswd -nBC 10` writes)")
     return value
+
+
+def _salt_decodes(value: str) -> bool:
+    """Returns whether bcrypt takes the hash's salt (some of its last character's bits must be 0), hashing at the
+    lowest cost rather than the hash's own."""
+    try:
+        bcrypt.hashpw(b"", f"$2b$04${value[7:29]}".encode())
+    except ValueError:
+        return False
+    return True
 
 
 # The exporter-toolkit's client_auth_type values that Python's TLS can honour, with what the server then asks of a
@@ -99,11 +117,52 @@ def load_web_config(path: Path) -> WebConfig:
             str(first["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"--web.config.file: {where}: {message}") from None
     if config.tls_server_config:
-        for name in ("cert_file", "key_file", "client_ca_file"):
-            file = getattr(config.tls_server_config, name)
-            if file is not None and not file.is_file():
-                raise ConfigError(f"--web.config.file: tls_server_config.{name}: no such file {file}")
+        _check_tls_files(config.tls_server_config)
     return config
+
+
+class _Encrypted(Exception):
+    """The private key asks for a password."""
+
+
+def _refuse_password() -> bytes:
+    raise _Encrypted  # rather than OpenSSL's prompt on the terminal, which would hold the start-up
+
+
+def _check_tls_files(tls: TLSConfig) -> None:
+    """Raises ConfigError naming the key when a TLS file is missing or does not load: the certificate and its key
+    (they must match), and the client CA certificates."""
+    for name in ("cert_file", "key_file", "client_ca_file"):
+        file = getattr(tls, name)
+        if file is not None and not file.is_file():
+            raise ConfigError(f"--web.config.file: tls_server_config.{name}: no such file {file}")
+    where = "--web.config.file: tls_server_config"
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(tls.cert_file, tls.key_file, _refuse_password)
+    except _Encrypted:
+        raise ConfigError(f"{where}.key_file: {tls.key_file} is encrypted; give the key unencrypted (`openssl pkey "
+                          "-in KEY -out PLAIN`)") from None
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(f"{where}.key_file: {tls.key_file} is not the key of the certificate in cert_file "
+                              f"{tls.cert_file}") from None
+        if not _holds_certificates(tls.cert_file):
+            raise ConfigError(f"{where}.cert_file: {tls.cert_file} holds no PEM certificate") from None
+        raise ConfigError(f"{where}.key_file: {tls.key_file} holds no PEM private key") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read cert_file {tls.cert_file} or key_file {tls.key_file}: "
+                          f"{exc.strerror}") from None
+    if tls.client_ca_file is not None and not _holds_certificates(tls.client_ca_file):
+        raise ConfigError(f"{where}.client_ca_file: {tls.client_ca_file} holds no PEM certificate") from None
+
+
+def _holds_certificates(file: Path) -> bool:
+    """Returns whether `file` holds PEM certificates OpenSSL can load."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=file)
+    except (ssl.SSLError, OSError):
+        return False
+    return True
 
 
 class BasicAuth:
@@ -113,9 +172,14 @@ class BasicAuth:
     def __init__(self, users: dict[str, str]) -> None:
         self._users = {u: h.encode() for u, h in users.items()}
         self._good: set[bytes] = set()
+        # An unknown user's password is checked against this hash, of the costliest configured one's cost: the 401
+        # then takes as long as a known user's with a wrong password, and does not tell which users exist.
+        cost = max(int(h[4:6]) for h in users.values())
+        self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(cost))
 
-    def _parse(self, header: str) -> tuple[bytes, bytes, bytes] | None:
-        """Returns (password, its user's hash, cache key), or None for a malformed header or an unknown user."""
+    def _parse(self, header: str) -> tuple[bytes, bytes | None, bytes] | None:
+        """Returns (password, its user's hash or None for an unknown user, cache key), or None for a malformed
+        header."""
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() != "basic":
             return None
@@ -123,23 +187,30 @@ class BasicAuth:
             user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return None
-        hashed = self._users.get(user)
-        if not sep or hashed is None:
+        if not sep:
             return None
-        return password.encode(), hashed, hashlib.sha256(hashed + b"\0" + password.encode()).digest()
+        hashed = self._users.get(user)
+        return password.encode(), hashed, hashlib.sha256((hashed or b"") + b"\0" + password.encode()).digest()
 
     def known(self, header: str) -> bool | None:
-        """Returns True for a pair already checked, False for a header that cannot pass, None when bcrypt must say."""
+        """Returns True for a pair already checked, False for a malformed header, None when bcrypt must say."""
         parsed = self._parse(header)
         if parsed is None:
             return False
         return True if any(hmac.compare_digest(parsed[2], good) for good in self._good) else None
 
     def check(self, header: str) -> bool:
-        """Returns True when the header carries a configured user and its password (slow: bcrypt)."""
+        """Returns True when the header carries a configured user and its password (slow: bcrypt, as slow for an
+        unknown user or a password longer than bcrypt reads, which are checked against a dummy hash)."""
         parsed = self._parse(header)
-        if parsed is None or not bcrypt.checkpw(parsed[0], parsed[1]):
+        if parsed is None:
+            return False
+        password, hashed, key = parsed
+        if hashed is None or len(password) > MAX_PASSWORD_BYTES:
+            bcrypt.checkpw(password[:MAX_PASSWORD_BYTES], self._dummy)  # as long as a wrong password takes
+            return False
+        if not bcrypt.checkpw(password, hashed):
             return False
         if len(self._good) < 1024:
-            self._good.add(parsed[2])
+            self._good.add(key)
         return True

@@ -15,6 +15,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import parse_config
+from exporter.connections import Limits
 from exporter.contract import Api, RequestCounter, SourceInfo
 from exporter.credentials import static
 from exporter.exposition.context import RenderContext
@@ -67,13 +68,13 @@ class FakeClock:
 
 @asynccontextmanager
 async def running_exporter(
-    exporter: Exporter, telemetry_path: str = "/metrics", web: WebConfig | None = None
+    exporter: Exporter, telemetry_path: str = "/metrics", web: WebConfig | None = None, limits: Limits | None = None
 ) -> AsyncIterator[str]:
     """Yields the base URL of the exporter served on 127.0.0.1 (polling on its schedule) until the block ends."""
     url: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
     task = asyncio.create_task(
-        serve(exporter, "127.0.0.1:0", telemetry_path, started=url.set_result, stop=stop, web=web)
+        serve(exporter, "127.0.0.1:0", telemetry_path, started=url.set_result, stop=stop, web=web, limits=limits)
     )
     done, _ = await asyncio.wait([url, task], return_when=asyncio.FIRST_COMPLETED)
     if task in done:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import structlog
@@ -32,6 +33,21 @@ def test_log_lines_and_tracebacks_are_scrubbed(fmt: str, registered_secret, caps
     assert err.count("[REDACTED]") >= 2
     if fmt == "json":
         assert all(json.loads(line) for line in err.strip().splitlines())
+
+
+def test_other_libraries_lines_share_the_format_and_the_redactor(registered_secret, capsys) -> None:
+    configure_logging("json", "info")
+    logging.getLogger("uvicorn.error").warning("Invalid HTTP request received: %s", SECRET)
+    try:
+        raise RuntimeError(SECRET)
+    except RuntimeError:
+        logging.getLogger("asyncio").exception("Task exception was never retrieved")
+    logging.getLogger("apscheduler.scheduler").info("Added job")  # info from a library is below the bar
+    structlog.get_logger("exporter").info("ours at info")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(e["logger"], e["level"]) for e in lines[:2]] == [("uvicorn.error", "warning"), ("asyncio", "error")]
+    assert "[REDACTED]" in lines[0]["event"] and "RuntimeError: [REDACTED]" in lines[1]["exception"]
+    assert SECRET not in str(lines) and lines[2]["event"] == "ours at info" and len(lines) == 3
 
 
 def test_redact_replaces_every_occurrence(registered_secret) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from exporter.cli import main
 from exporter.config import ConfigError
-from exporter.webconfig import load_web_config
+from exporter.webconfig import BasicAuth, load_web_config
 from tests.helpers import maxcompute_exporter, running_exporter
 
 HASH = bcrypt.hashpw(b"scrape-pass", bcrypt.gensalt(4)).decode().replace("$2b$", "$2y$", 1)
@@ -37,6 +37,36 @@ async def test_basic_auth_rejects_missing_and_wrong_passwords(tmp_path: Path) ->
         garbage = await client.get(url + "/metrics", headers={"Authorization": "Basic " +
                                                                base64.b64encode(b"no-colon").decode()})
         assert garbage.status_code == 401 and garbage.headers["www-authenticate"].startswith("Basic")
+
+
+async def test_a_password_longer_than_bcrypt_reads_is_refused_not_an_error(tmp_path: Path) -> None:
+    web_file = tmp_path / "web.yml"
+    web_file.write_text(f"basic_auth_users:\n  prometheus: '{HASH}'\n")
+    async with running_exporter(exporter(), web=load_web_config(web_file)) as url, httpx.AsyncClient() as client:
+        for password in ("scrape-pass" + "x" * 100, "é" * 40):  # 111 and 80 bytes
+            response = await client.get(url + "/metrics", auth=("prometheus", password))
+            assert response.status_code == 401 and response.headers["www-authenticate"].startswith("Basic")
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_an_unknown_user_is_checked_by_bcrypt_as_a_known_one_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Answered at once, an unknown user would tell which users exist: it must cost what a wrong password does."""
+    costly = bcrypt.hashpw(b"scrape-pass", bcrypt.gensalt(6)).decode()
+    auth = BasicAuth({"prometheus": HASH, "grafana": costly})
+    checked: list[bytes] = []
+    real = bcrypt.checkpw
+    monkeypatch.setattr(bcrypt, "checkpw", lambda password, hashed: checked.append(hashed) or real(password, hashed))
+    for user, password in (("nobody", "scrape-pass"), ("prometheus", "wrong"), ("prometheus", "x" * 73)):
+        assert auth.known(_basic(user, password)) is None, "it waits for bcrypt, in the same pool"
+        assert auth.check(_basic(user, password)) is False
+    unknown, wrong, too_long = checked
+    assert unknown.startswith(b"$2b$06$") and unknown != costly.encode(), "a dummy hash of the highest cost"
+    assert wrong == HASH.encode() and too_long == unknown
+    assert auth.check(_basic("grafana", "scrape-pass")) is True
+    assert auth.known(_basic("no-colon", "")[:-4]) is False, "a malformed header needs no bcrypt"
 
 
 def _openssl(*args: str) -> None:
@@ -136,11 +166,19 @@ async def test_verify_if_given_lets_clients_without_a_certificate_in(
 
 # Any file that exists will do for the certificate and key: these configs fail before they are read.
 TLS_FILES = f"tls_server_config:\n  cert_file: {__file__}\n  key_file: {__file__}\n"
+NOT_BCRYPT = ("not a whole bcrypt hash: expected $2y$, a cost from 04 to 31, $ and 53 characters of ./A-Za-z0-9 (60 "
+              "in all, as `htpasswd -nBC 10` writes)")
 
 
 @pytest.mark.parametrize(("content", "message"), [
     ("basic_auth_users:\n  bob: hunter2\n", "--web.config.file: basic_auth_users.bob: expected a bcrypt hash "
      "($2y$..., $2b$... or $2a$...), not a plain password"),
+    ("basic_auth_users:\n  bob: $2y$10$garbage\n", f"--web.config.file: basic_auth_users.bob: {NOT_BCRYPT}"),
+    (f"basic_auth_users:\n  ok: '{HASH}'\n  bob: '{HASH[:-1]}'\n",
+     f"--web.config.file: basic_auth_users.bob: {NOT_BCRYPT}"),
+    (f"basic_auth_users:\n  bob: '{HASH[:4]}03{HASH[6:]}'\n", f"--web.config.file: basic_auth_users.bob: {NOT_BCRYPT}"),
+    (f"basic_auth_users:\n  bob: '{HASH[:7]}{'Z' * 53}'\n",  # bcrypt refuses a salt whose last character is Z
+     f"--web.config.file: basic_auth_users.bob: {NOT_BCRYPT}"),
     ("tls_server_config:\n  cert_file: /nope.crt\n  key_file: /nope.key\n",
      "--web.config.file: tls_server_config.cert_file: no such file /nope.crt"),
     ("tls_config:\n  cert_file: x\n", "--web.config.file: tls_config: unknown key; remove it or check its spelling"),
@@ -171,3 +209,51 @@ def test_cli_stops_on_a_bad_web_config(tmp_path: Path, capsys) -> None:
     path.write_text("basic_auth_users: [1]\n")
     assert main(["--demo", "--web.config.file", str(path)]) == 1
     assert capsys.readouterr().err.startswith("error: --web.config.file: basic_auth_users:")
+
+
+def _garbage(tmp_path: Path) -> Path:
+    path = tmp_path / "garbage.pem"
+    path.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    return path
+
+
+TLS_REFUSALS = {
+    "garbage cert": "tls_server_config.cert_file: {garbage} holds no PEM certificate",
+    "key as cert": "tls_server_config.cert_file: {key} holds no PEM certificate",
+    "garbage key": "tls_server_config.key_file: {garbage} holds no PEM private key",
+    "another key": "tls_server_config.key_file: {other_key} is not the key of the certificate in cert_file {cert}",
+    "encrypted key": "tls_server_config.key_file: {encrypted} is encrypted; give the key unencrypted (`openssl pkey "
+                     "-in KEY -out PLAIN`)",
+    "garbage client CA": "tls_server_config.client_ca_file: {garbage} holds no PEM certificate",
+}
+
+
+@pytest.mark.parametrize("case", TLS_REFUSALS)
+def test_tls_files_that_do_not_load_are_refused_naming_the_key(
+    tmp_path: Path, certificate: tuple[Path, Path], case: str
+) -> None:
+    cert, key = certificate
+    garbage, (_, other_key) = _garbage(tmp_path), _self_signed(tmp_path, "other")
+    encrypted = tmp_path / "encrypted.key"
+    _openssl("pkey", "-in", str(key), "-aes128", "-passout", "pass:secret", "-out", str(encrypted))
+    files = {
+        "garbage cert": (garbage, key, None), "key as cert": (key, key, None), "garbage key": (cert, garbage, None),
+        "another key": (cert, other_key, None), "encrypted key": (cert, encrypted, None),
+        "garbage client CA": (cert, key, garbage),
+    }[case]
+    web_file = tmp_path / "web.yml"
+    web_file.write_text(f"tls_server_config:\n  cert_file: {files[0]}\n  key_file: {files[1]}\n" + (
+        f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {files[2]}\n" if files[2] else ""))
+    with pytest.raises(ConfigError) as info:
+        load_web_config(web_file)
+    expected = TLS_REFUSALS[case].format(cert=cert, key=key, garbage=garbage, other_key=other_key, encrypted=encrypted)
+    assert str(info.value) == f"--web.config.file: {expected}"
+    if case == "garbage cert":
+        assert main(["--demo", "--web.config.file", str(web_file)]) == 1
+
+
+def test_cli_stops_on_an_invalid_hash_with_one_line(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text("basic_auth_users:\n  prometheus: $2y$10$garbage\n")
+    assert main(["--demo", "--web.config.file", str(path)]) == 1
+    assert capsys.readouterr().err == f"error: --web.config.file: basic_auth_users.prometheus: {NOT_BCRYPT}\n"

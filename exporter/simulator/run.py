@@ -88,7 +88,10 @@ def _bind(host: str, port: int) -> socket.socket:
 async def serve(sim: App, host: str = "127.0.0.1", port: int = 0) -> ServerHandle:
     """Starts serving `sim` on the running event loop and returns once it accepts connections."""
     sock = _bind(host, port)
-    config = uvicorn.Config(sim, lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=1)
+    # log_config=None leaves logging to the program: uvicorn's own would give its loggers handlers of their own,
+    # and the demo's exporter logging JSON would see uvicorn's plain-text lines among its own.
+    config = uvicorn.Config(sim, lifespan="off", log_level="warning", log_config=None, access_log=False,
+                            timeout_graceful_shutdown=1)
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="simulator")
     while not server.started:

@@ -1,6 +1,6 @@
 """A hostile vendor: a MaxCompute endpoint over real HTTP on 127.0.0.1 that answers every request with one attack
 (issue 15's list), each on a port of its own. `tests/hostile/test_attacks.py` points one exporter source at each
-port; `benchmarks/hostile.py` runs each alone and measures what it costs the exporter."""
+port; `benchmarks/hostile_vendors.py` runs each alone and measures what it costs the exporter."""
 
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 long scrapes wait while the attacked poll runs, and what the poll made of it. Not a test: figures for
 docs/security.md. Run from the repository root:
 
-    python benchmarks/hostile.py                      # every attack, about a minute
-    python benchmarks/hostile.py --only big_body      # some of them
-    PYTHONPATH=../old python benchmarks/hostile.py    # another checkout's exporter (the vendor stays this one's)
+    python benchmarks/hostile_vendors.py                          # every attack, about a minute
+    python benchmarks/hostile_vendors.py --only big_body          # some of them
+    python benchmarks/hostile_vendors.py --exporter-path ../old   # another checkout's exporter (this vendor)
 """
 
 from __future__ import annotations
