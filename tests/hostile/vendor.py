@@ -130,8 +130,8 @@ async def _serve(answer: Answer, ready: Callable[[int], None], delay: float) -> 
             while await reader.readuntil(b"\r\n\r\n"):
                 await asyncio.sleep(delay)
                 await answer(writer)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, asyncio.CancelledError):
+            pass  # the client went, or the vendor is closing (a cancelled callback would be logged as an error)
         finally:
             writer.close()
 
