@@ -38,7 +38,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cloud-job-exporter",
         description="Prometheus exporter for jobs on managed big-data platforms. "
-        "Run `cloud-job-exporter simulate --help` for the API simulator.",
+        "Run `cloud-job-exporter probe --help` to poll each configured API once and see what it answers, and "
+        "`cloud-job-exporter simulate --help` for the API simulator.",
     )
     p.add_argument("--config.file", dest="config_file", type=Path, help="YAML configuration file")
     p.add_argument("--config.check", dest="config_check", action="store_true",
@@ -74,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         from exporter.simulator.run import main as simulate  # the simulator is only loaded when asked for
 
         return simulate(argv[1:])
+    if argv[:1] == ["probe"]:
+        from exporter.probe import main as probe
+
+        return probe(argv[1:])
     args = parser().parse_args(argv)
     configure_logging(args.log_format, args.log_level)
     if not args.telemetry_path.startswith("/") or args.telemetry_path in ("/", "/-/healthy", "/-/ready"):

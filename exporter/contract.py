@@ -114,6 +114,10 @@ class Kind(Generic[C]):
 
     config: type[C]
     open: Callable[[C, Callable[[], Credentials], RequestCounter, httpx.AsyncBaseTransport | None], Source]
+    # The permission each operation needs, as the vendor's API page names it (a RAM action such as
+    # `odps:GetJobInfo`): `probe` says which to grant when the vendor denies access. An operation whose page names
+    # none is left out, so that nothing is guessed.
+    permissions: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

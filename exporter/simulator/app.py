@@ -125,6 +125,9 @@ class Gateway(Protocol):
     def throttled(self, request: Request, status: int, retry_after_ms: int) -> GatewayError:
         """Returns the throttling refusal (HTTP 400 as documented, or 429)."""
 
+    def forbidden(self, request: Request) -> GatewayError:
+        """Returns the refusal of an authentic request whose key lacks the API's permission."""
+
     def server_error(self, request: Request, status: int) -> GatewayError:
         """Returns a 500 or 503 failure."""
 
@@ -244,6 +247,11 @@ class AcsGateway:
         return GatewayError(
             404, "InvalidAction.NotFound", "Specified api is not found, please check your url and method."
         )
+
+    def forbidden(self, request: Request) -> GatewayError:
+        """Returns RAM's refusal: HTTP 403 `Forbidden.RAM`."""
+        return GatewayError(403, "Forbidden.RAM", "User not authorized to operate on the specified resource, or this "
+                            "API doesn't support RAM.")
 
     def throttled(self, request: Request, status: int, retry_after_ms: int) -> GatewayError:
         """Returns `Throttling.User` (HTTP 400, as documented) or `Throttling` (HTTP 429), with `x-acs-retry-after`."""
@@ -439,6 +447,8 @@ class App:
             if faults.down:
                 raise gateway.server_error(request, 503)
             gateway.authenticate(request, binding.route)
+            if faults.forbidden:
+                raise gateway.forbidden(request)
             if self.faults.roll(faults.throttle_rate):
                 raise gateway.throttled(request, faults.throttle_status, faults.retry_after_ms)
             if self.faults.roll(faults.error_rate):

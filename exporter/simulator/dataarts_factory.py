@@ -363,6 +363,10 @@ class HuaweiGateway:
         """Returns the refusal for an unknown path or method."""
         return GatewayError(404, "APIG.0101", "The API does not exist or has not been published in the environment.")
 
+    def forbidden(self, request: Request) -> GatewayError:
+        """Returns the gateway's refusal of an IAM user without the API's permission: HTTP 403 `APIG.0306`."""
+        return GatewayError(403, "APIG.0306", "API access denied.")
+
     def throttled(self, request: Request, status: int, retry_after_ms: int) -> GatewayError:
         """Returns `APIG.0308` (always HTTP 429 here: Huawei documents no other status) with a `Retry-After` in
         whole seconds, rounded up."""

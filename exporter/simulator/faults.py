@@ -43,11 +43,13 @@ class FaultSettings:
     page_drift: int = _switch(0, "jobs that arrive and start before each page after the first")
     down: bool = _switch(False, "answer every request with HTTP 503")
     bad_signature: bool = _switch(False, "reject every signature as not matching")
+    forbidden: bool = _switch(False, "refuse every authentic request with 403, as for a key that lacks the API's "
+                              "permission")
 
 
 FAULT_NAMES = tuple(f.name for f in fields(FaultSettings))
 _RATES = frozenset(n for n in FAULT_NAMES if n.endswith("_rate"))
-_FLAGS = frozenset({"down", "bad_signature"})
+_FLAGS = frozenset({"down", "bad_signature", "forbidden"})
 _COUNTS = frozenset({"page_drift", "retry_after_ms"})
 
 

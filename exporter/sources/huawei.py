@@ -67,11 +67,12 @@ def parse_response(response: httpx.Response) -> Mapping[str, Any]:
     code, message = _error_fields(body)
     if not ok:
         raise PollError(_reason_for(status, code), f"HTTP {status} {code}: {message[:200]}".rstrip(": "),
-                        request_id=rid, retry_after=retry_after)
+                        request_id=rid, retry_after=retry_after, code=code)
     if not isinstance(body, Mapping):
         raise PollError("bad_response", f"HTTP {status} with a JSON body that is not an object", request_id=rid)
     if code:  # an error envelope behind a success status (success bodies carry no error code)
-        raise PollError(_reason_for(0, code), f"HTTP {status} {code}: {message[:200]}".rstrip(": "), request_id=rid)
+        raise PollError(_reason_for(0, code), f"HTTP {status} {code}: {message[:200]}".rstrip(": "), request_id=rid,
+                        code=code)
     return body
 
 

@@ -7,4 +7,4 @@ from exporter.contract import Kind
 from exporter.sources.dataarts_factory.config import DataArtsFactoryConfig
 from exporter.sources.dataarts_factory.source import DataArtsFactorySource
 
-KIND = Kind(DataArtsFactoryConfig, DataArtsFactorySource.from_config)
+KIND = Kind(DataArtsFactoryConfig, DataArtsFactorySource.from_config)  # its API page names no IAM permission

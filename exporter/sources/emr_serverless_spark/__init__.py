@@ -7,4 +7,5 @@ from exporter.contract import Kind
 from exporter.sources.emr_serverless_spark.config import EmrServerlessSparkConfig
 from exporter.sources.emr_serverless_spark.source import EmrServerlessSparkSource
 
-KIND = Kind(EmrServerlessSparkConfig, EmrServerlessSparkSource.from_config)
+KIND = Kind(EmrServerlessSparkConfig, EmrServerlessSparkSource.from_config,
+            permissions={"ListJobRuns": "emr-serverless-spark:ListJobRuns"})

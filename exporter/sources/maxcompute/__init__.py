@@ -8,4 +8,6 @@ from exporter.contract import Kind
 from exporter.sources.maxcompute.config import MaxComputeConfig
 from exporter.sources.maxcompute.source import MaxComputeSource
 
-KIND = Kind(MaxComputeConfig, MaxComputeSource.from_config)
+# GetRunningJobs' page says "no authorization information disclosed".
+KIND = Kind(MaxComputeConfig, MaxComputeSource.from_config,
+            permissions={"ListJobSnapshotInfos": "odps:ListJobSnapshotInfos", "GetJobInfo": "odps:GetJobInfo"})
