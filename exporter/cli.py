@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter import __version__
-from exporter.config import ConfigError, check_credentials, load_config, parse_duration
+from exporter.config import ConfigError, ExporterConfig, check_credentials, load_config, parse_duration
 from exporter.connections import Limits, ListenError
 from exporter.logs import configure_logging
 from exporter.sources import KINDS
@@ -59,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
                    default=DEFAULT_LIMITS.header_timeout,
                    help="time a client has to send a request's headers before its connection is closed "
                    f"(default {DEFAULT_LIMITS.header_timeout:g}s)")
+    p.add_argument("--web.enable-lifecycle", dest="enable_lifecycle", action="store_true",
+                   help="serve POST /-/reload, which reads the config file again and applies it, as SIGHUP does")
     p.add_argument("--log.format", dest="log_format", choices=("auto", "json", "console"), default="auto",
                    help="log format; auto is JSON unless stderr is a terminal")
     p.add_argument("--log.level", dest="log_level", choices=("debug", "info", "warning", "error"), default="info")
@@ -102,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # `--config.check` goes as far as start-up does before it binds the port: what it passes, start-up passes.
     try:
-        config = load_config(args.config_file, KINDS)
-        check_credentials(config)
+        config = _load(args.config_file)
         parse_listen_address(args.listen)
         exporter = build(config)
     except (ConfigError, ValueError) as exc:
@@ -112,7 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.config_check:
         print(f"{args.config_file}: OK, {len(config.sources)} source(s)")
         return 0
-    return _run(serve(exporter, args.listen, args.telemetry_path, web=web, limits=limits))
+    return _run(serve(exporter, args.listen, args.telemetry_path, web=web, limits=limits,
+                      load=lambda: _load(args.config_file), lifecycle=args.enable_lifecycle))
+
+
+def _load(path: Path) -> ExporterConfig:
+    """Returns the config read from `path` with every source's credentials resolvable now; raises ConfigError."""
+    config = load_config(path, KINDS)
+    check_credentials(config)
+    return config
 
 
 def _run(serving: Coroutine[Any, Any, object]) -> int:

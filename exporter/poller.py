@@ -66,6 +66,16 @@ class Poller:
         view = store.view(clock())
         self.published = Publication(self._renderer.render(view), view.states)
 
+    def set_targets(self, targets: Sequence[Target]) -> None:
+        """Polls and renders `targets` from now on (a reload's): a poll still running for a target no longer among
+        them ends without a trace, and what was kept for it is dropped."""
+        self.targets = tuple(targets)
+        self._renderer.set_apis({t.key: t.api for t in targets})
+        keys = {t.key for t in targets}
+        for kept in (self._backoff_until, self._throttled_in_a_row, self._failing):
+            for key in set(kept) - keys:
+                del kept[key]
+
     async def poll_once(self, target: Target) -> None:
         """Polls one API once, unless it is backing off, and publishes the result."""
         key = target.key
@@ -87,6 +97,8 @@ class Poller:
             self._failed(target, PollError("internal", f"{type(exc).__name__}: {exc}"), time.perf_counter() - started,
                          crash=exc)
         else:
+            if target not in self.targets:  # a reload removed or replaced its source while it ran
+                return
             duration = time.perf_counter() - started
             self.store.record_success(key, fetched, self._clock(), duration)
             self._throttled_in_a_row.pop(key, None)
@@ -97,6 +109,8 @@ class Poller:
         await self.publish()
 
     def _failed(self, target: Target, exc: PollError, duration: float, crash: Exception | None = None) -> None:
+        if target not in self.targets:  # a reload removed or replaced its source (and closed it) while it ran
+            return
         key = target.key
         # The message reaches the landing page: scrub any secret a library may have echoed into it.
         self.store.record_failure(key, exc.reason, redact(str(exc)), self._clock(), duration, exc.limit)
@@ -155,22 +169,30 @@ class Poller:
         await asyncio.gather(*self._running, return_exceptions=True)
 
 
+def job_id(target: Target) -> str:
+    """Returns the scheduler's id of a target's job."""
+    return f"{target.source}/{target.api.name}"
+
+
+def schedule_target(poller: Poller, scheduler: AsyncIOScheduler, target: Target) -> None:
+    """Adds a target's job: its first run now, then every interval, never two at once, through `poller.scheduled`
+    (so that `poller.stop()` ends it)."""
+    scheduler.add_job(
+        poller.scheduled, "interval", args=[poller.poll_once, target], seconds=target.api.interval,
+        max_instances=1, coalesce=True, next_run_time=datetime.now().astimezone(), misfire_grace_time=None,
+        id=job_id(target), name=job_id(target),
+    )
+
+
 def schedule(poller: Poller, scheduler: AsyncIOScheduler) -> None:
-    """Adds one job per target (first run now, never two at once) and the housekeeping job; each runs through
-    `poller.scheduled`, so that `poller.stop()` ends them."""
-    by_id: dict[str, Key] = {}
+    """Adds one job per target and the housekeeping job, and counts a run skipped because the last still ran."""
     for target in poller.targets:
-        name = f"{target.source}/{target.api.name}"
-        job = scheduler.add_job(
-            poller.scheduled, "interval", args=[poller.poll_once, target], seconds=target.api.interval,
-            max_instances=1, coalesce=True, next_run_time=datetime.now().astimezone(), misfire_grace_time=None,
-            id=name, name=name,
-        )
-        by_id[job.id] = target.key
+        schedule_target(poller, scheduler, target)
 
     def skipped(event: JobExecutionEvent) -> None:
-        if event.job_id in by_id:
-            poller.store.record_skip(by_id[event.job_id], "overlap")
+        for target in poller.targets:
+            if job_id(target) == event.job_id:
+                poller.store.record_skip(target.key, "overlap")
 
     scheduler.add_listener(skipped, EVENT_JOB_MAX_INSTANCES)
     scheduler.add_job(poller.scheduled, "interval", args=[poller.housekeeping], seconds=HOUSEKEEPING_INTERVAL,

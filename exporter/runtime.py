@@ -7,9 +7,10 @@ import contextlib
 import signal
 import ssl
 import threading
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -18,33 +19,67 @@ import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter import speed
-from exporter.config import ExporterConfig, SourceConfig, credential_provider
+from exporter.config import ConfigError, ExporterConfig, SourceConfig, credential_provider
 from exporter.connections import Limits, bind, bounded_protocol, quiet_accept_errors, warn_if_files_run_short
 from exporter.contract import Kind, RequestCounter, Source, SourceInfo
 from exporter.credentials import Credentials
 from exporter.logs import add_secret_source
-from exporter.poller import Poller, Target, schedule
+from exporter.poller import Poller, Target, job_id, schedule, schedule_target
 from exporter.server import App
 from exporter.sources import KINDS
-from exporter.store import Store
+from exporter.store import ConfigLoads, Store
 from exporter.webconfig import BasicAuth, WebConfig
 
 log = structlog.get_logger("exporter")
 Credentialer = Callable[[SourceConfig], Callable[[], Credentials]]
 
 
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """One configured source: its config, the source made from it, and its APIs as poll targets."""
+
+    config: SourceConfig
+    source: Source
+    targets: tuple[Target, ...]
+
+
 @dataclass
 class Exporter:
-    """A configured exporter: its store and poller, the poll targets, and the sources to close at the end."""
+    """A configured exporter: its store and poller, its sources by name, and how they were opened (a reload opens
+    new ones the same way)."""
 
     store: Store
     poller: Poller
-    sources: list[Source]
+    opened: dict[str, Opened]
+    credentials: Credentialer | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+    kinds: Mapping[str, Kind[Any]] = field(default_factory=lambda: KINDS)
+
+    @property
+    def sources(self) -> list[Source]:
+        """Returns every source, in the config's order."""
+        return [o.source for o in self.opened.values()]
 
     @property
     def targets(self) -> tuple[Target, ...]:
         """Returns every polled API of every source."""
         return self.poller.targets
+
+
+def _open(store: Store, cfg: SourceConfig, credentials: Credentialer | None,
+          transport: httpx.AsyncBaseTransport | None, kinds: Mapping[str, Kind[Any]]) -> Opened:
+    """Returns a source opened from its config, its APIs registered in the store."""
+    provider = credentials(cfg) if credentials else credential_provider(cfg)
+    if not credentials:
+        add_secret_source(provider.secrets)
+    counter = store.request_counters.setdefault(cfg.name, RequestCounter())
+    source = kinds[cfg.kind].open(cfg, provider, counter, transport)
+    info = SourceInfo.of(cfg)
+    targets = []
+    for api in source.apis():
+        store.add_api(info, api.name, cfg.stale_after or 3 * api.interval)
+        targets.append(Target(cfg.name, api))
+    return Opened(cfg, source, tuple(targets))
 
 
 def build(
@@ -54,20 +89,40 @@ def build(
     """Returns the exporter for a config whose sources are of `kinds`; `credentials` and `transport` replace the
     defaults in demo and tests."""
     store = Store()
-    targets: list[Target] = []
-    sources: list[Source] = []
-    for cfg in config.sources:
-        provider = credentials(cfg) if credentials else credential_provider(cfg)
-        if not credentials:
-            add_secret_source(provider.secrets)
-        counter = store.request_counters.setdefault(cfg.name, RequestCounter())
-        source = kinds[cfg.kind].open(cfg, provider, counter, transport)
-        sources.append(source)
-        info = SourceInfo.of(cfg)
-        for api in source.apis():
-            store.add_api(info, api.name, cfg.stale_after or 3 * api.interval)
-            targets.append(Target(cfg.name, api))
-    return Exporter(store, Poller(store, targets), sources)
+    opened = {cfg.name: _open(store, cfg, credentials, transport, kinds) for cfg in config.sources}
+    poller = Poller(store, [t for o in opened.values() for t in o.targets])
+    return Exporter(store, poller, opened, credentials, transport, kinds)
+
+
+async def reload(exporter: Exporter, config: ExporterConfig, scheduler: AsyncIOScheduler | None = None) -> None:
+    """Applies a new config. A source whose config is unchanged keeps everything: its counters and histograms, its
+    finished-job memory, its credentials and connections. A changed source is closed and opened afresh; a removed
+    one is closed, and its series leave /metrics at the publish that ends the reload.
+
+    Everything up to the new targets is done without a pause, so no publish sees half a reload."""
+    store, wanted = exporter.store, {cfg.name: cfg for cfg in config.sources}
+    closing = [o for name, o in exporter.opened.items() if wanted.get(name) != o.config]
+    for gone in closing:
+        store.remove_source(gone.config.name)
+        for target in gone.targets:
+            if scheduler:
+                scheduler.remove_job(job_id(target))
+    kept = {name: o for name, o in exporter.opened.items() if o not in closing}
+    exporter.opened = {name: kept.get(name) or _open(store, cfg, exporter.credentials, exporter.transport,
+                                                     exporter.kinds)
+                       for name, cfg in wanted.items()}
+    exporter.poller.set_targets([t for o in exporter.opened.values() for t in o.targets])
+    if scheduler:
+        for name, o in exporter.opened.items():
+            if name not in kept:
+                for target in o.targets:
+                    schedule_target(exporter.poller, scheduler, target)
+    store.config = ConfigLoads(last_successful=True, last_success=time.time())
+    log.info("config reloaded", kept=sorted(kept), opened=sorted(set(exporter.opened) - set(kept)),
+             closed=sorted({o.config.name for o in closing} - set(exporter.opened)))
+    for gone in closing:
+        await gone.source.aclose()
+    await exporter.poller.publish()
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -97,21 +152,24 @@ class _Server(uvicorn.Server):
 async def serve(
     exporter: Exporter, listen: str, telemetry_path: str, notes: tuple[str, ...] = (),
     started: Callable[[str], None] | None = None, stop: asyncio.Event | None = None,
-    web: WebConfig | None = None, limits: Limits | None = None,
+    web: WebConfig | None = None, limits: Limits | None = None, load: Callable[[], ExporterConfig] | None = None,
+    lifecycle: bool = False,
 ) -> None:
     """Polls and serves until SIGINT or SIGTERM (or `stop` is set), then returns within SHUTDOWN_DEADLINE;
-    `started` gets the metrics URL. Raises ValueError or ListenError when `listen` cannot be served."""
+    `started` gets the metrics URL. SIGHUP, and `POST /-/reload` when `lifecycle` is on, apply the config `load`
+    reads again (see `Reloader`). Raises ValueError or ListenError when `listen` cannot be served."""
     host, port = parse_listen_address(listen)
     limits = limits or Limits()
     web = web or WebConfig()
-    server = _server(exporter, telemetry_path, notes, web, limits)
     scheduler = AsyncIOScheduler()
+    reloader = Reloader(exporter, scheduler, load)
+    server = _server(exporter, telemetry_path, notes, web, limits, reloader.reload if lifecycle else None)
     schedule(exporter.poller, scheduler)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     quiet_accept_errors(loop)
     if threading.current_thread() is threading.main_thread():
-        _handle_signals(loop, stop)
+        _handle_signals(loop, stop, reloader)
     warn_if_files_run_short(limits)
     async with AsyncExitStack() as stack:
         for source in exporter.sources:
@@ -140,12 +198,50 @@ async def serve(
     log.info("stopped")
 
 
+class Reloader:
+    """Reads the config again and applies it (`reload`), one reload at a time; a config that cannot be read or
+    validated is refused, the running one kept, and `cloud_job_exporter_config_last_reload_successful` set to 0."""
+
+    def __init__(self, exporter: Exporter, scheduler: AsyncIOScheduler,
+                 load: Callable[[], ExporterConfig] | None) -> None:
+        self._exporter = exporter
+        self._scheduler = scheduler
+        self._load = load
+        self._one_at_a_time = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def reload(self) -> str | None:
+        """Returns None once the new config is applied, or the one-line reason it was refused."""
+        if self._load is None:
+            reason = "there is no config file to read again (the demo runs without one)"
+            log.warning("config reload refused", error=reason)
+            return reason
+        async with self._one_at_a_time:
+            try:
+                config = self._load()
+            except ConfigError as exc:
+                store = self._exporter.store
+                store.config = ConfigLoads(last_successful=False, last_success=store.config.last_success)
+                log.error("config reload refused; the running config is kept", error=str(exc))
+                await self._exporter.poller.publish()
+                return str(exc)
+            await reload(self._exporter, config, self._scheduler)
+            return None
+
+    def on_signal(self) -> None:
+        """Starts a reload (SIGHUP's), keeping its task until it ends."""
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
 def _server(exporter: Exporter, telemetry_path: str, notes: tuple[str, ...], web: WebConfig,
-            limits: Limits) -> uvicorn.Server:
-    """Returns the HTTP server of the exporter's app, with TLS and basic authentication as `web` says."""
+            limits: Limits, reload_config: Callable[[], Awaitable[str | None]] | None) -> uvicorn.Server:
+    """Returns the HTTP server of the exporter's app, with TLS and basic authentication as `web` says, and
+    `POST /-/reload` when `reload_config` is given."""
     auth = BasicAuth(web.basic_auth_users) if web.basic_auth_users else None
     tls = web.tls_server_config
-    app = App(lambda: exporter.poller.published, telemetry_path, notes, auth)
+    app = App(lambda: exporter.poller.published, telemetry_path, notes, auth, reload_config)
     return _Server(uvicorn.Config(
         app, http=bounded_protocol(limits), lifespan="off", access_log=False, server_header=False,
         log_config=None, log_level="warning",  # uvicorn's lines go through the exporter's logging, in its format
@@ -156,12 +252,12 @@ def _server(exporter: Exporter, telemetry_path: str, notes: tuple[str, ...], web
     ))
 
 
-def _handle_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    """SIGINT and SIGTERM stop; SIGHUP and SIGUSR1, which would kill the process by default, are logged."""
+def _handle_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event, reloader: Reloader) -> None:
+    """SIGINT and SIGTERM stop; SIGHUP reloads the config; SIGUSR1, which would kill the process by default, is
+    logged."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, log.warning, "SIGHUP received: reloading the configuration is not "
-                            "supported yet; restart the exporter to apply a new one")
+    loop.add_signal_handler(signal.SIGHUP, reloader.on_signal)
     loop.add_signal_handler(signal.SIGUSR1, log.info, "SIGUSR1 received and ignored")
 
 

@@ -118,12 +118,13 @@ class App:
 
     def __init__(
         self, published: Callable[[], Publication], telemetry_path: str = "/metrics", notes: tuple[str, ...] = (),
-        auth: BasicAuth | None = None,
+        auth: BasicAuth | None = None, reload: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
         self._published = published
         self._path = telemetry_path
         self._notes = notes
         self._auth = auth
+        self._reload = reload  # `POST /-/reload`, given with --web.enable-lifecycle; None answers 403
         self._bcrypt_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bcrypt") if auth else None
         self._bcrypt_waiting = 0
 
@@ -131,7 +132,12 @@ class App:
         if scope["type"] != "http":  # served with lifespan="off": nothing else arrives
             return
         allowed = await self._allowed(scope)
-        reply = self.route(scope) if allowed else BUSY if allowed is None else UNAUTHORIZED
+        if not allowed:
+            reply = BUSY if allowed is None else UNAUTHORIZED
+        elif scope["path"] == "/-/reload" and scope["method"] in ("POST", "PUT"):
+            reply = await self.reload()
+        else:
+            reply = self.route(scope)
         body = reply.body
         if isinstance(body, Inflated):
             size, chunks = body.size, inflate(body.gz_chunks)
@@ -169,6 +175,15 @@ class App:
             return await asyncio.get_running_loop().run_in_executor(self._bcrypt_pool, self._auth.check, header)
         finally:
             self._bcrypt_waiting -= 1
+
+    async def reload(self) -> Reply:
+        """Returns the answer to `POST /-/reload`, as Prometheus gives it: 200 once the config is read again and
+        applied, 500 with the reason it was refused, 403 without --web.enable-lifecycle."""
+        if self._reload is None:
+            return Reply(403, b"Lifecycle API is not enabled.\n")
+        if (error := await self._reload()) is not None:
+            return Reply(500, f"failed to reload config: {error}\n".encode())
+        return Reply(200, b"Reloaded\n")
 
     def route(self, scope: Scope) -> Reply:
         """Returns the reply for one request."""

@@ -6,9 +6,10 @@ into the exposition off the loop; scrapes read the finished exposition and never
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from exporter.contract import Fetched, RequestCounter, SourceInfo
@@ -56,12 +57,23 @@ class View:
     limits_reached: Mapping[tuple[str, str, str], int]
     requests: Mapping[tuple[str, str, str], int]
     durations: FrozenTally  # histogram `poll_duration` by (source, api)
+    config: ConfigLoads
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigLoads:
+    """Whether the last (re)load of the config file was applied, and when the last one that was applied ended (the
+    start-up's load is the first)."""
+
+    last_successful: bool = True
+    last_success: float = field(default_factory=time.time)
 
 
 class Store:
     """Holds the latest state of every API and the cumulative self-metric counters."""
 
     def __init__(self) -> None:
+        self.config = ConfigLoads()
         self.states: dict[Key, ApiState] = {}
         self.sources: dict[str, SourceInfo] = {}
         self.request_counters: dict[str, RequestCounter] = {}
@@ -105,6 +117,17 @@ class Store:
         if limit:
             self.limits_reached[(*key, limit)] += 1
 
+    def remove_source(self, source: str) -> None:
+        """Forgets a source: its APIs' states and every count of it (a source removed, or changed and opened
+        afresh, by a reload)."""
+        self.sources.pop(source, None)
+        self.request_counters.pop(source, None)
+        self.states = {k: v for k, v in self.states.items() if k[0] != source}
+        for counts in (self.poll_errors, self.polls_skipped, self.records_skipped, self.limits_reached):
+            for key in [k for k in counts if k[0] == source]:
+                del counts[key]
+        self.durations.forget(lambda group: group[0] == source)
+
     def record_skip(self, key: Key, reason: str) -> None:
         """Counts a scheduled poll that did not run (the previous one still running, or backing off)."""
         self.polls_skipped[(*key, reason)] += 1
@@ -126,4 +149,5 @@ class Store:
             limits_reached=dict(self.limits_reached),
             requests=requests,
             durations=self.durations.freeze(),
+            config=self.config,
         )

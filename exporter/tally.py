@@ -55,6 +55,12 @@ class Tally:
         counts[bisect.bisect_left(bounds, value)] += 1  # the first bound >= value: `le` is inclusive
         total[0] += value
 
+    def forget(self, which: Callable[[LabelValues], bool]) -> None:
+        """Drops every series whose label values `which` picks (a source that a reload removed)."""
+        for by_labels in (*self._counters.values(), *self._histograms.values()):
+            for labels in [lab for lab in by_labels if which(lab)]:
+                del by_labels[labels]
+
     def freeze(self) -> FrozenTally:
         """Returns an immutable copy of every counter and histogram."""
         return FrozenTally(

@@ -68,14 +68,15 @@ class FakeClock:
 
 @asynccontextmanager
 async def running_exporter(
-    exporter: Exporter, telemetry_path: str = "/metrics", web: WebConfig | None = None, limits: Limits | None = None
+    exporter: Exporter, telemetry_path: str = "/metrics", web: WebConfig | None = None, limits: Limits | None = None,
+    **serving: Any,
 ) -> AsyncIterator[str]:
-    """Yields the base URL of the exporter served on 127.0.0.1 (polling on its schedule) until the block ends."""
+    """Yields the base URL of the exporter served on 127.0.0.1 (polling on its schedule) until the block ends;
+    `serving` passes on to `serve` (`load`, `lifecycle`)."""
     url: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     stop = asyncio.Event()
-    task = asyncio.create_task(
-        serve(exporter, "127.0.0.1:0", telemetry_path, started=url.set_result, stop=stop, web=web, limits=limits)
-    )
+    task = asyncio.create_task(serve(exporter, "127.0.0.1:0", telemetry_path, started=url.set_result, stop=stop,
+                                     web=web, limits=limits, **serving))
     done, _ = await asyncio.wait([url, task], return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()

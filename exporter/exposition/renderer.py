@@ -38,6 +38,15 @@ class Renderer:
         # publish cancelled while its render runs lets go of it, but its thread renders on.
         self._rendering = threading.Lock()
 
+    def set_apis(self, apis: Mapping[Key, Api[Any]]) -> None:
+        """Renders `apis` from now on (a reload's); what was kept for an API no longer among them is dropped."""
+        with self._rendering:
+            self._apis = apis
+            for key in set(self._contexts) - set(apis):
+                del self._contexts[key]
+            for key in set(self._cache) - set(apis):
+                del self._cache[key]
+
     def _api_families(self, view: View, key: Key, data: Fetched[Any], budget: int) -> tuple[list[Family], int]:
         cached = self._cache.get(key)
         if cached and cached[0] is data and cached[1] == budget:
@@ -57,6 +66,8 @@ class Renderer:
         sizes: dict[str, dict[Key, int | None]] = defaultdict(dict)
         for state in view.states:
             key = (state.source, state.api)
+            if key not in self._apis:  # a view taken before a reload changed the APIs
+                continue
             jobs = self._apis[key].jobs
             if jobs is not None:
                 fresh = state.fresh_data(view.now)
@@ -76,7 +87,7 @@ class Renderer:
         live = set()
         for state in view.states:
             key = (state.source, state.api)
-            if state.data is None:
+            if state.data is None or key not in self._apis:
                 continue
             live.add(key)
             # An API without `jobs` takes no share of the cap; should its render cap jobs, it has the whole of it.

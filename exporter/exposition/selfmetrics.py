@@ -62,6 +62,12 @@ class ExporterCollector(Collector):
         view = self._view
         if view is None:
             return
+        yield _gauge("cloud_job_exporter_config_last_reload_successful",
+                     "1 if the last (re)load of the config file was applied, 0 if it was refused.", [],
+                     [((), int(view.config.last_successful))])
+        yield _gauge("cloud_job_exporter_config_last_reload_success_timestamp_seconds",
+                     "When the config file was last loaded and applied (UNIX seconds).", [],
+                     [((), view.config.last_success)])
         yield _gauge("cloud_job_exporter_source_up", "1 if the last poll of this source's API succeeded, else 0.",
                      ["source", "kind", "api"],
                      [((s.source, s.kind, s.api), int(s.up)) for s in view.states if s.polls])
