@@ -65,7 +65,7 @@ def build(
         sources.append(source)
         info = SourceInfo.of(cfg)
         for api in source.apis():
-            store.add_api(info, api.name, cfg.stale_after or 3 * api.interval)
+            store.add_api(info, api.name, cfg.stale_after or 3 * api.interval, api.interval)
             targets.append(Target(cfg.name, api))
     return Exporter(store, Poller(store, targets), sources)
 
