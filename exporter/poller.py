@@ -65,7 +65,7 @@ class Poller:
         self._stopping = False
         self._running: set[asyncio.Task[Any]] = set()
         view = store.view(clock())
-        self.published = Publication(self._renderer.render(view), view.states)
+        self.published = Publication(self._renderer.render(view), view.states, view.sources)
 
     async def poll_once(self, target: Target) -> None:
         """Polls one API once, unless it is backing off, and publishes the result."""
@@ -124,7 +124,8 @@ class Poller:
         async with self._render_lock:
             view = self.store.view(self._clock())
             # Ready means /metrics shows every API's first poll: the states published are the exposition's own.
-            self.published = Publication(await asyncio.to_thread(self._renderer.render, view), view.states)
+            self.published = Publication(await asyncio.to_thread(self._renderer.render, view), view.states,
+                                         view.sources)
 
     async def housekeeping(self) -> None:
         """Re-publishes between polls: an API's data that has just gone stale leaves /metrics, and the process'

@@ -57,13 +57,17 @@ def build(
     targets: list[Target] = []
     sources: list[Source] = []
     for cfg in config.sources:
-        provider = credentials(cfg) if credentials else credential_provider(cfg)
-        if not credentials:
-            add_secret_source(provider.secrets)
+        provider: Callable[[], Credentials]
+        if credentials:
+            provider, keys = credentials(cfg), "given in-process (the demo's or a test's)"
+        else:
+            real = credential_provider(cfg)
+            add_secret_source(real.secrets)
+            provider, keys = real, real.describe()
         counter = store.request_counters.setdefault(cfg.name, RequestCounter())
         source = kinds[cfg.kind].open(cfg, provider, counter, transport)
         sources.append(source)
-        info = SourceInfo.of(cfg)
+        info = SourceInfo.of(cfg, keys)
         for api in source.apis():
             store.add_api(info, api.name, cfg.stale_after or 3 * api.interval, api.interval)
             targets.append(Target(cfg.name, api))
