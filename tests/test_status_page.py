@@ -1,11 +1,70 @@
-"""The store's figures the status page is made of: each API's last runs, its last failure, its next poll."""
+"""The status page over real HTTP, without a browser: what it shows, that every string a vendor or a config file
+gives is shown as text, and that nothing secret is; and the store's figures the page is made of."""
 
 from __future__ import annotations
 
+import html
+import json
+
+import httpx
 import pytest
 
+from exporter.config import parse_config
 from exporter.contract import Fetched, SourceInfo
+from exporter.runtime import build
+from exporter.sources import KINDS
 from exporter.store import HISTORY, Failure, Store
+from tests.helpers import KEY_ID, PageReader, running_exporter
+from tests.helpers import eventually_status as eventually
+from tests.hostile.vendor import Attack, hostile_vendor, whole
+
+SCRIPT = "<script>document.write('pwned')</script>"
+HOSTILE_ENV = f'{SCRIPT}"KEY_ID'  # a variable may be named so: it has no space and no `=`
+MESSAGE = "<img src=x onerror=alert('vendor')> & <script>alert(1)</script>"
+
+
+def hostile_answer() -> Attack:
+    """A vendor whose every answer is an error (HTTP 200, the envelope says 500) with markup in its request id and
+    a message of 100,000 characters."""
+    body = {"requestId": SCRIPT, "httpCode": 500, "errorCode": "INTERNAL_ERROR", "errorMsg": MESSAGE + "x" * 100_000}
+    return Attack("markup", "markup and length in an error", lambda: whole(json.dumps(body).encode()), "server")
+
+
+async def test_the_page_shows_every_api_and_source_and_what_vendors_and_configs_say_as_text(monkeypatch) -> None:
+    monkeypatch.setenv(HOSTILE_ENV, KEY_ID)
+    monkeypatch.setenv("MC_SECRET", "a-secret-that-stays-off-the-page")
+    with hostile_vendor((hostile_answer(),)) as urls:
+        config = parse_config({"sources": [{
+            "name": "mc", "kind": "maxcompute", "region": "cn-hangzhou", "endpoint": urls["markup"],
+            "credentials": {"access_key_id_env": HOSTILE_ENV, "access_key_secret_env": "MC_SECRET"},
+        }]}, KINDS)
+        async with running_exporter(build(config)) as url, httpx.AsyncClient() as client:
+            await eventually(lambda: client.get(url + "/-/ready"), check_status=200)
+            response = await client.get(url + "/")
+
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert "default-src 'none'" in response.headers["content-security-policy"], "no script may run"
+    assert "<script" not in response.text.lower() and html.escape(MESSAGE) in response.text
+    page = PageReader(response.text)
+    assert page.title == "cloud-job-exporter" and not {"script", "img"} & set(page.elements)
+    assert 'name="viewport"' in response.text
+    for link in ('href="/metrics"', 'href="/-/healthy"', 'href="/-/ready"'):
+        assert link in response.text
+
+    failing = page.row("mc", "GetRunningJobs")
+    assert "down (server)" in failing and "failed: server ×1" in failing and "no data yet" in failing
+    assert f"server: envelope httpCode 500 INTERNAL_ERROR: {MESSAGE}" in failing
+    assert f"request id {SCRIPT}" in failing
+    kept = failing.count("x" * 100)
+    assert kept == 3, "a vendor's message is cut short, at 500 characters"
+    assert "down (server)" in page.row("mc", "ListJobSnapshotInfos")
+    assert "up data fresh" in page.row("mc", "GetJobInfo"), "no finished job to ask about: nothing to fail"
+    source = page.row("mc", "maxcompute", "cn-hangzhou", urls["markup"])
+    assert f"key id: environment variable {HOSTILE_ENV}; secret: environment variable MC_SECRET" in source
+    assert "1 of 3 up" in source and "a-secret-that-stays-off-the-page" not in response.text
+    assert "Sharding: none" in response.text
+    assert len(response.content) < 20_000
+
 
 KEY = ("mc", "GetRunningJobs")
 
