@@ -1,21 +1,27 @@
-"""The page a person opens: `/`, the status of every source and API.
+"""The pages a person opens: `/`, the status of every source and API, and `/config`, the configuration loaded.
 
-The status page is rendered per request from a Publication. Every string from a config file or a vendor's answer is
-escaped, and the page has no JavaScript: its Content-Security-Policy allows none, so even a string that slipped
-through escaping could not run.
+The status page is rendered per request from a Publication; the configuration once, at start-up. Every string from
+a config file or a vendor's answer is escaped, and the status page has no JavaScript: its Content-Security-Policy
+allows none, so even a string that slipped through escaping could not run.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache
 from html import escape
+from typing import Any
 
+import yaml
+
+from exporter.config import ExporterConfig
 from exporter.contract import SourceInfo
+from exporter.logs import redact
 from exporter.publication import Publication
 from exporter.store import HISTORY, ApiState, Run
 
@@ -171,7 +177,7 @@ def status_page(published: Publication, now: float, telemetry_path: str, notes: 
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>cloud-job-exporter</title><style>{CSS}</style></head>
 <body><h1>cloud-job-exporter {escape(version)}</h1>
-<p><a href="{path}">Metrics</a> &middot;
+<p><a href="{path}">Metrics</a> &middot; <a href="/config">Configuration</a> &middot;
 <a href="/-/healthy">/-/healthy</a> &middot; <a href="/-/ready">/-/ready</a></p>{notes_html}
 <h2>APIs</h2>
 <p>{len(states)} APIs: <span class="up">{up.total()} up</span>, <span class="down">{len(states) - up.total() - pending}
@@ -184,3 +190,43 @@ metrics, <code>stale_after</code> after its last good poll.</p>
 <p class="quiet">Rendered {utc(now)}. Reload for newer figures; nothing on this page updates by itself.</p>
 </body></html>
 """
+
+
+# A key whose value would be a secret; keys ending in _env or _file name where a secret is, not the secret itself.
+SECRET_KEY = re.compile(r"secret|password|passwd|token|private|bearer|api_?key|credential", re.IGNORECASE)
+REFERENCE_KEY = re.compile(r"_(env|file)$")
+URL_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")  # https://user:password@host
+
+
+def redacted(value: Any, key: str = "") -> Any:
+    """Returns plain config data with secret-like values replaced by `<secret>`, as Prometheus' /config shows them
+    (the value of a secret-like key, a URL's user and password), and every known secret's value (the logs'
+    redactor's) by `[REDACTED]`."""
+    if isinstance(value, Mapping):
+        return {k: redacted(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v, key) for v in value]
+    if isinstance(value, str):
+        if SECRET_KEY.search(key) and not REFERENCE_KEY.search(key):
+            return "<secret>"
+        return redact(URL_USERINFO.sub(r"\1<secret>@", value))
+    return value
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes a list of plain values on one line, `[1.0, 5.0, 10.0]`, where a column of them would fill a screen."""
+
+
+_Dumper.add_representer(list, lambda dumper, values: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", values, flow_style=not any(isinstance(v, dict | list) for v in values)))
+
+
+def config_yaml(config: ExporterConfig, version: str) -> str:
+    """Returns the configuration as YAML, defaults filled in, secrets redacted; environment variables are named,
+    never read."""
+    data = redacted(config.model_dump(mode="json", serialize_as_any=True))
+    data["sources"] = [{"name": s["name"], "kind": s["kind"], **s} for s in data["sources"]]  # as files begin them
+    header = (f"# cloud-job-exporter {version}: the configuration loaded, with every default filled in (durations "
+              "in seconds).\n# The variables and files that hold credentials are named, never read; secret-like "
+              "values show as <secret>,\n# known secrets as [REDACTED].\n")
+    return header + yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)

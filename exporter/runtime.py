@@ -35,8 +35,9 @@ Credentialer = Callable[[SourceConfig], Callable[[], Credentials]]
 
 @dataclass
 class Exporter:
-    """A configured exporter: its store and poller, the poll targets, and the sources to close at the end."""
+    """A configured exporter: its config, store and poller, the poll targets, and the sources to close at the end."""
 
+    config: ExporterConfig
     store: Store
     poller: Poller
     sources: list[Source]
@@ -71,7 +72,7 @@ def build(
         for api in source.apis():
             store.add_api(info, api.name, cfg.stale_after or 3 * api.interval, api.interval)
             targets.append(Target(cfg.name, api))
-    return Exporter(store, Poller(store, targets), sources)
+    return Exporter(config, store, Poller(store, targets), sources)
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
@@ -149,7 +150,7 @@ def _server(exporter: Exporter, telemetry_path: str, notes: tuple[str, ...], web
     """Returns the HTTP server of the exporter's app, with TLS and basic authentication as `web` says."""
     auth = BasicAuth(web.basic_auth_users) if web.basic_auth_users else None
     tls = web.tls_server_config
-    app = App(lambda: exporter.poller.published, telemetry_path, notes, auth)
+    app = App(lambda: exporter.poller.published, telemetry_path, notes, auth, exporter.config)
     return _Server(uvicorn.Config(
         app, http=bounded_protocol(limits), lifespan="off", access_log=False, server_header=False,
         log_config=None, log_level="warning",  # uvicorn's lines go through the exporter's logging, in its format

@@ -1,4 +1,5 @@
-"""The HTTP side: a small ASGI app serving the pre-rendered exposition, health, readiness and a status page.
+"""The HTTP side: a small ASGI app serving the pre-rendered exposition, health, readiness, a status page and the
+configuration.
 
 A scrape never waits on the cloud or on rendering: it picks the current Exposition's gzip chunks (OpenMetrics when
 negotiated) and writes them, or, to a client that does not take gzip, inflates them piece by piece as it writes.
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter import __version__
+from exporter.config import ExporterConfig
 from exporter.exposition.format import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
-from exporter.pages import CSP, status_page
+from exporter.pages import CSP, config_yaml, status_page
 from exporter.publication import Publication
 from exporter.speed.gzip import inflate
 from exporter.webconfig import BasicAuth
@@ -108,7 +110,8 @@ async def _send_inflated(send: Send, receive: Receive, pieces: Iterable[bytes]) 
         gone.cancel()
 
 
-# The page is for a person's browser: never sniffed into another type, and its address never sent on as a referrer.
+# The pages are for a person's browser: never sniffed into another type (a config holding `<script>` is not HTML),
+# and their address never sent on as a referrer.
 PAGE_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"))
 MAX_WAITING_CHECKS = 8
 BUSY = Reply(503, b"Too many password checks at once, retry\n", headers=((b"retry-after", b"1"),))
@@ -120,12 +123,13 @@ class App:
 
     def __init__(
         self, published: Callable[[], Publication], telemetry_path: str = "/metrics", notes: tuple[str, ...] = (),
-        auth: BasicAuth | None = None,
+        auth: BasicAuth | None = None, config: ExporterConfig | None = None,
     ) -> None:
         self._published = published
         self._path = telemetry_path
         self._notes = notes
         self._auth = auth
+        self._config = config_yaml(config, __version__).encode() if config else None  # it never changes once served
         self._bcrypt_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bcrypt") if auth else None
         self._bcrypt_waiting = 0
         # The last status page, by the id of its publication (holding the publication itself would keep its
@@ -193,6 +197,8 @@ class App:
         if path == "/":
             return Reply(200, self.status(), "text/html; charset=utf-8",
                          ((b"content-security-policy", CSP.encode()), *PAGE_HEADERS))
+        if path == "/config" and self._config is not None:
+            return Reply(200, self._config, headers=PAGE_HEADERS)
         return Reply(404, b"Not Found\n")
 
     def metrics(self, accept: str, accept_encoding: str) -> Reply:

@@ -1,5 +1,5 @@
-"""The status page over real HTTP, without a browser: what it shows, that every string a vendor or a config file
-gives is shown as text, and that nothing secret is; and the store's figures the page is made of."""
+"""The status page and `/config` over real HTTP, without a browser: what they show, that every string a vendor or a
+config file gives is shown as text, and that nothing secret is; and the store's figures the page is made of."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import json
 
 import httpx
 import pytest
+import yaml
 
 from exporter.config import parse_config
 from exporter.contract import Fetched, SourceInfo
+from exporter.pages import redacted
 from exporter.runtime import build
 from exporter.sources import KINDS
 from exporter.store import HISTORY, Failure, Store
@@ -48,7 +50,7 @@ async def test_the_page_shows_every_api_and_source_and_what_vendors_and_configs_
     page = PageReader(response.text)
     assert page.title == "cloud-job-exporter" and not {"script", "img"} & set(page.elements)
     assert 'name="viewport"' in response.text
-    for link in ('href="/metrics"', 'href="/-/healthy"', 'href="/-/ready"'):
+    for link in ('href="/metrics"', 'href="/config"', 'href="/-/healthy"', 'href="/-/ready"'):
         assert link in response.text
 
     failing = page.row("mc", "GetRunningJobs")
@@ -64,6 +66,37 @@ async def test_the_page_shows_every_api_and_source_and_what_vendors_and_configs_
     assert "1 of 3 up" in source and "a-secret-that-stays-off-the-page" not in response.text
     assert "Sharding: none" in response.text
     assert len(response.content) < 20_000
+
+
+async def test_config_shows_the_loaded_config_with_secrets_redacted(monkeypatch) -> None:
+    secret = "the-secret-value-0123456789"
+    monkeypatch.setenv("MC_ID", KEY_ID)
+    monkeypatch.setenv("MC_SECRET", secret)
+    config = parse_config({"sources": [{
+        "name": "mc", "kind": "maxcompute", "region": "cn-hangzhou", "endpoint": "http://user:hunter2@127.0.0.1:9",
+        "tenant_id": secret,  # a secret pasted into the wrong key: known to the redactor, it is scrubbed
+        "interval": "1h", "credentials": {"access_key_id_env": "MC_ID", "access_key_secret_env": "MC_SECRET"},
+    }]}, KINDS)
+    async with running_exporter(build(config)) as url, httpx.AsyncClient() as client:
+        response = await client.get(url + "/config")
+
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert secret not in response.text and KEY_ID not in response.text and "hunter2" not in response.text
+    source = yaml.safe_load(response.text)["sources"][0]
+    assert source["endpoint"] == "http://<secret>@127.0.0.1:9" and source["tenant_id"] == "[REDACTED]"
+    assert source["credentials"]["access_key_secret_env"] == "MC_SECRET", "variables are named, never read"
+    assert (source["name"], source["kind"], source["interval"], source["timeout"]) == ("mc", "maxcompute", 3600, 10)
+
+
+def test_secret_like_keys_are_redacted_and_references_to_secrets_are_not() -> None:
+    config = {"password": "p", "api_key": "k", "nested": [{"bearer_token": "t"}], "token_file": "/run/token",
+              "secret_env": "SECRET", "region": "cn-hangzhou", "size": 3, "url": "https://u:p@host"}
+    assert redacted(config) == {
+        "password": "<secret>", "api_key": "<secret>", "nested": [{"bearer_token": "<secret>"}],
+        "token_file": "/run/token", "secret_env": "SECRET", "region": "cn-hangzhou", "size": 3,
+        "url": "https://<secret>@host",
+    }
 
 
 KEY = ("mc", "GetRunningJobs")
