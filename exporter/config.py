@@ -228,6 +228,11 @@ class SourceConfig(Strict):
         """Returns the interval of each polled API (kinds with several schedules add theirs)."""
         return (self.interval,)
 
+    def default_endpoint(self) -> str:
+        """Returns the endpoint polled when `endpoint` is not set: the vendor's regional one, for kinds that have one
+        (they say which); empty otherwise."""
+        return ""
+
     @model_validator(mode="after")
     def _stale_after_covers_every_interval(self) -> SourceConfig:
         longest = max(self.poll_intervals())

@@ -135,7 +135,8 @@ def kinds_table(*kinds: Kind[Any]) -> Mapping[str, Kind[Any]]:
 
 @dataclass(frozen=True, slots=True)
 class SourceInfo:
-    """A source's identity and per-job settings: what the renderer and the self-metrics know of it."""
+    """A source's identity and per-job settings, what the renderer and the self-metrics know of it; and, for the
+    status page, the endpoint it polls and where its keys come from (names and paths, never a key)."""
 
     source: str
     kind: str
@@ -143,9 +144,11 @@ class SourceInfo:
     per_job_series: bool = True
     max_job_series: int = 5000
     owner_label: str = "keep"  # keep, hash or drop
+    endpoint: str = ""
+    credentials: str = ""
 
     @classmethod
-    def of(cls, config: SourceConfig) -> SourceInfo:
-        """Returns the info of a configured source."""
+    def of(cls, config: SourceConfig, credentials: str = "") -> SourceInfo:
+        """Returns the info of a configured source whose keys come from where `credentials` says."""
         return cls(config.name, config.kind, config.region, config.per_job_series, config.max_job_series,
-                   config.owner_label)
+                   config.owner_label, config.endpoint or config.default_endpoint(), credentials)

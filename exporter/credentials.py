@@ -97,6 +97,11 @@ class CredentialProvider:
         """Raises CredentialError when a required credential cannot be resolved now."""
         self()
 
+    def describe(self) -> str:
+        """Returns where the keys are read from, never what they are."""
+        token = f"; token: {self._token.describe()}, if set" if self._token else ""
+        return f"key id: {self._key_id.describe()}; secret: {self._secret.describe()}{token}"
+
     def secrets(self) -> list[str]:
         """Returns the current secret values, for the log and error redactor."""
         try:

@@ -165,6 +165,10 @@ class OidcCredentialProvider:
         (`--config.check`) stays offline, and an STS outage then is a poll failure, not a refusal to start."""
         self._read_token()
 
+    def describe(self) -> str:
+        """Returns where the credentials come from: the role, the token's file and STS; never the token."""
+        return f"RRSA: role {self.role_arn}, OIDC token file {self.token_file}, STS {self.sts_endpoint}"
+
     def secrets(self) -> list[str]:
         """Returns the current STS secret, security token and OIDC token, for the log and error redactor."""
         values = [self._token]

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from exporter.contract import Api, PollError
@@ -25,6 +25,7 @@ from exporter.store import Key, Store
 
 log = structlog.get_logger("exporter.poller")
 MAX_BACKOFF = 600.0
+MAX_MESSAGE, MAX_REQUEST_ID = 500, 100  # characters of a failure's message and request id kept for the status page
 HOUSEKEEPING_INTERVAL = 5.0
 
 
@@ -64,7 +65,7 @@ class Poller:
         self._stopping = False
         self._running: set[asyncio.Task[Any]] = set()
         view = store.view(clock())
-        self.published = Publication(self._renderer.render(view), view.states)
+        self.published = Publication(self._renderer.render(view), view.states, view.sources)
 
     def set_targets(self, targets: Sequence[Target]) -> None:
         """Polls and renders `targets` from now on (a reload's): a poll still running for a target no longer among
@@ -80,7 +81,7 @@ class Poller:
         """Polls one API once, unless it is backing off, and publishes the result."""
         key = target.key
         if self._clock() < self._backoff_until.get(key, 0.0):
-            self.store.record_skip(key, "backoff")
+            self.store.record_skip(key, "backoff", self._clock())
             await self.publish()
             return
         started = time.perf_counter()
@@ -112,14 +113,17 @@ class Poller:
         if target not in self.targets:  # a reload removed or replaced its source (and closed it) while it ran
             return
         key = target.key
-        # The message reaches the landing page: scrub any secret a library may have echoed into it.
-        self.store.record_failure(key, exc.reason, redact(str(exc)), self._clock(), duration, exc.limit)
         backoff = {}
         if exc.reason == "throttled":
             n = self._throttled_in_a_row[key] = self._throttled_in_a_row.get(key, 0) + 1
             wait = min(exc.retry_after or target.api.interval * 2 ** (n - 1), MAX_BACKOFF)
             self._backoff_until[key] = self._clock() + wait
             backoff = {"backoff_seconds": round(wait, 3)}
+        # The message and request id reach the status page: scrub any secret a library may have echoed into the
+        # message, and cut both short, as a vendor's are not bounded (an envelope's errorMsg, a requestId).
+        request_id = redact(exc.request_id)[:MAX_REQUEST_ID] if exc.request_id else None
+        self.store.record_failure(key, exc.reason, redact(str(exc))[:MAX_MESSAGE], self._clock(), duration, exc.limit,
+                                  request_id=request_id, backoff_until=self._backoff_until.get(key))
         # One line when an API starts failing or fails for another reason, not one per failing poll: a long outage
         # is not a log flood (the messages themselves vary: request ids, the gateway's string to sign).
         if self._failing.get(key) != exc.reason:
@@ -134,7 +138,8 @@ class Poller:
         async with self._render_lock:
             view = self.store.view(self._clock())
             # Ready means /metrics shows every API's first poll: the states published are the exposition's own.
-            self.published = Publication(await asyncio.to_thread(self._renderer.render, view), view.states)
+            self.published = Publication(await asyncio.to_thread(self._renderer.render, view), view.states,
+                                         view.sources)
 
     async def housekeeping(self) -> None:
         """Re-publishes between polls: an API's data that has just gone stale leaves /metrics, and the process'
@@ -189,10 +194,10 @@ def schedule(poller: Poller, scheduler: AsyncIOScheduler) -> None:
     for target in poller.targets:
         schedule_target(poller, scheduler, target)
 
-    def skipped(event: JobExecutionEvent) -> None:
+    def skipped(event: JobSubmissionEvent) -> None:
         for target in poller.targets:
             if job_id(target) == event.job_id:
-                poller.store.record_skip(target.key, "overlap")
+                poller.store.record_skip(target.key, "overlap", event.scheduled_run_times[-1].timestamp())
 
     scheduler.add_listener(skipped, EVENT_JOB_MAX_INSTANCES)
     scheduler.add_job(poller.scheduled, "interval", args=[poller.housekeeping], seconds=HOUSEKEEPING_INTERVAL,

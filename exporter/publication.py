@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from exporter.contract import SourceInfo
 from exporter.speed.gzip import Exposition
 from exporter.store import ApiState
 
 
 @dataclass(frozen=True, slots=True)
 class Publication:
-    """The exposition a scrape serves, and each API's state as that exposition shows it (for `/` and `/-/ready`)."""
+    """The exposition a scrape serves, each API's state as that exposition shows it (for `/` and `/-/ready`), and
+    each source's description by name (for `/`)."""
 
     exposition: Exposition
     states: tuple[ApiState, ...]
+    sources: Mapping[str, SourceInfo]
 
     @property
     def polled(self) -> int:

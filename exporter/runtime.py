@@ -45,9 +45,10 @@ class Opened:
 
 @dataclass
 class Exporter:
-    """A configured exporter: its store and poller, its sources by name, and how they were opened (a reload opens
-    new ones the same way)."""
+    """A configured exporter: the config in effect, its store and poller, its sources by name, and how they were
+    opened (a reload opens new ones the same way)."""
 
+    config: ExporterConfig
     store: Store
     poller: Poller
     opened: dict[str, Opened]
@@ -69,15 +70,19 @@ class Exporter:
 def _open(store: Store, cfg: SourceConfig, credentials: Credentialer | None,
           transport: httpx.AsyncBaseTransport | None, kinds: Mapping[str, Kind[Any]]) -> Opened:
     """Returns a source opened from its config, its APIs registered in the store."""
-    provider = credentials(cfg) if credentials else credential_provider(cfg)
-    if not credentials:
-        add_secret_source(provider.secrets)
+    provider: Callable[[], Credentials]
+    if credentials:
+        provider, keys = credentials(cfg), "given in-process (the demo's or a test's)"
+    else:
+        real = credential_provider(cfg)
+        add_secret_source(real.secrets)
+        provider, keys = real, real.describe()
     counter = store.request_counters.setdefault(cfg.name, RequestCounter())
     source = kinds[cfg.kind].open(cfg, provider, counter, transport)
-    info = SourceInfo.of(cfg)
+    info = SourceInfo.of(cfg, keys)
     targets = []
     for api in source.apis():
-        store.add_api(info, api.name, cfg.stale_after or 3 * api.interval)
+        store.add_api(info, api.name, cfg.stale_after or 3 * api.interval, api.interval)
         targets.append(Target(cfg.name, api))
     return Opened(cfg, source, tuple(targets))
 
@@ -91,7 +96,7 @@ def build(
     store = Store()
     opened = {cfg.name: _open(store, cfg, credentials, transport, kinds) for cfg in config.sources}
     poller = Poller(store, [t for o in opened.values() for t in o.targets])
-    return Exporter(store, poller, opened, credentials, transport, kinds)
+    return Exporter(config, store, poller, opened, credentials, transport, kinds)
 
 
 async def reload(exporter: Exporter, config: ExporterConfig, scheduler: AsyncIOScheduler | None = None) -> None:
@@ -117,6 +122,7 @@ async def reload(exporter: Exporter, config: ExporterConfig, scheduler: AsyncIOS
             if name not in kept:
                 for target in o.targets:
                     schedule_target(exporter.poller, scheduler, target)
+    exporter.config = config
     store.config = ConfigLoads(last_successful=True, last_success=time.time())
     log.info("config reloaded", kept=sorted(kept), opened=sorted(set(exporter.opened) - set(kept)),
              closed=sorted({o.config.name for o in closing} - set(exporter.opened)))
@@ -241,7 +247,8 @@ def _server(exporter: Exporter, telemetry_path: str, notes: tuple[str, ...], web
     `POST /-/reload` when `reload_config` is given."""
     auth = BasicAuth(web.basic_auth_users) if web.basic_auth_users else None
     tls = web.tls_server_config
-    app = App(lambda: exporter.poller.published, telemetry_path, notes, auth, reload_config)
+    app = App(lambda: exporter.poller.published, telemetry_path, notes, auth, reload_config,
+              lambda: exporter.config)
     return _Server(uvicorn.Config(
         app, http=bounded_protocol(limits), lifespan="off", access_log=False, server_header=False,
         log_config=None, log_level="warning",  # uvicorn's lines go through the exporter's logging, in its format

@@ -1,4 +1,4 @@
-"""The poll side's state: each API's last result and health, and the self-metric counters.
+"""The poll side's state: each API's last result, health and recent polls, and the self-metric counters.
 
 Only the event loop mutates a Store. Each change is followed by `view()`, an immutable copy that a renderer turns
 into the exposition off the loop; scrapes read the finished exposition and never this state.
@@ -6,6 +6,7 @@ into the exposition off the loop; scrapes read the finished exposition and never
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -17,31 +18,84 @@ from exporter.speed import hold
 from exporter.tally import FrozenTally, Tally
 
 POLL_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+HISTORY = 20  # scheduled runs kept per API, for the status page
 Key = tuple[str, str]  # (source, api)
 
 
 @dataclass(frozen=True, slots=True)
+class Run:
+    """One scheduled run of an API: when it ended, and how: `ok`, `failed` or `skipped` (the last two with their
+    reason)."""
+
+    at: float
+    outcome: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """An API's last failed poll: its reason (the `poll_errors_total` label), message and the vendor's request id."""
+
+    at: float
+    reason: str
+    message: str
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ApiState:
-    """One API of one source: its health and its last good data."""
+    """One API of one source: its health, its last good data, its last failure and its last HISTORY runs."""
 
     source: str
     kind: str
     api: str
     stale_after: float
+    interval: float | None = None
     polls: int = 0
     up: bool = False
     last_poll_end: float | None = None
     last_duration: float | None = None
-    last_reason: str | None = None
-    last_error: str | None = None
     last_success: float | None = None
+    last_run: float | None = None  # when the last scheduled run (a poll or a skip) began
+    backoff_until: float | None = None  # throttled: scheduled runs before this are skipped
+    last_failure: Failure | None = None  # kept after the API recovers
+    # A tuple, not a deque: the state is shared, whole, with the renderer's thread and the HTTP side.
+    history: tuple[Run, ...] = ()
     data: Fetched[Any] | None = None
+
+    @property
+    def last_reason(self) -> str | None:
+        """Returns why the API is down, None while it is up or not yet polled."""
+        return self.last_failure.reason if self.last_failure and not self.up else None
+
+    @property
+    def last_error(self) -> str | None:
+        """Returns the message of the failure the API is down with, None while it is up or not yet polled."""
+        return self.last_failure.message if self.last_failure and not self.up else None
 
     def fresh_data(self, now: float) -> Fetched[Any] | None:
         """Returns the last good data unless it is older than `stale_after`."""
         if self.data is None or self.last_success is None or now - self.last_success > self.stale_after:
             return None
         return self.data
+
+    def next_poll(self) -> float | None:
+        """Returns when the API is next polled: the scheduled run one interval after the last, or the first one
+        after a backoff; None before the first run, or when the interval is unknown."""
+        if self.last_run is None or self.interval is None:
+            return None
+        due = self.last_run + self.interval
+        if self.backoff_until is not None and due < self.backoff_until:
+            due += math.ceil((self.backoff_until - due) / self.interval) * self.interval
+        return due
+
+    def began(self, start: float) -> float:
+        """Returns `last_run` for a poll that began at `start`: a run skipped while it ran is the later one."""
+        return start if self.last_run is None else max(start, self.last_run)
+
+    def ran(self, run: Run) -> tuple[Run, ...]:
+        """Returns the history with `run` added, the oldest dropped past HISTORY."""
+        return (*self.history[1 - HISTORY:], run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,18 +137,18 @@ class Store:
         self.limits_reached: Counter[tuple[str, str, str]] = Counter()
         self.durations = Tally({"poll_duration": POLL_DURATION_BUCKETS})
 
-    def add_api(self, info: SourceInfo, api: str, stale_after: float) -> None:
+    def add_api(self, info: SourceInfo, api: str, stale_after: float, interval: float | None = None) -> None:
         """Registers an API before its first poll."""
         self.sources[info.source] = info
-        self.states[(info.source, api)] = ApiState(info.source, info.kind, api, stale_after)
+        self.states[(info.source, api)] = ApiState(info.source, info.kind, api, stale_after, interval)
 
     def record_success(self, key: Key, fetched: Fetched[Any], end: float, duration: float) -> None:
         """Stores a successful poll's data (its records out of the garbage collector's view) and health."""
         hold(fetched.result)
         state = self.states[key]
         self.states[key] = replace(
-            state, polls=state.polls + 1, up=True, last_poll_end=end, last_duration=duration, last_reason=None,
-            last_error=None, last_success=end, data=fetched,
+            state, polls=state.polls + 1, up=True, last_poll_end=end, last_duration=duration, last_success=end,
+            last_run=state.began(end - duration), backoff_until=None, history=state.ran(Run(end, "ok")), data=fetched,
         )
         self.durations.observe("poll_duration", key, duration)
         for reason, n in fetched.skipped.items():
@@ -103,14 +157,16 @@ class Store:
             self.limits_reached[(*key, limit)] += n
 
     def record_failure(
-        self, key: Key, reason: str, message: str, end: float, duration: float, limit: str | None = None
+        self, key: Key, reason: str, message: str, end: float, duration: float, limit: str | None = None, *,
+        request_id: str | None = None, backoff_until: float | None = None,
     ) -> None:
         """Marks the API down (counting the bound it broke, if that was why); its last good data stays until it is
         stale."""
         state = self.states[key]
         self.states[key] = replace(
-            state, polls=state.polls + 1, up=False, last_poll_end=end, last_duration=duration, last_reason=reason,
-            last_error=message,
+            state, polls=state.polls + 1, up=False, last_poll_end=end, last_duration=duration,
+            last_run=state.began(end - duration), backoff_until=backoff_until,
+            last_failure=Failure(end, reason, message, request_id), history=state.ran(Run(end, "failed", reason)),
         )
         self.durations.observe("poll_duration", key, duration)
         self.poll_errors[(*key, reason)] += 1
@@ -128,9 +184,11 @@ class Store:
                 del counts[key]
         self.durations.forget(lambda group: group[0] == source)
 
-    def record_skip(self, key: Key, reason: str) -> None:
-        """Counts a scheduled poll that did not run (the previous one still running, or backing off)."""
+    def record_skip(self, key: Key, reason: str, at: float) -> None:
+        """Counts a scheduled poll that did not run at `at` (the previous one still running, or backing off)."""
         self.polls_skipped[(*key, reason)] += 1
+        state = self.states[key]
+        self.states[key] = replace(state, last_run=at, history=state.ran(Run(at, "skipped", reason)))
 
     def view(self, now: float) -> View:
         """Returns an immutable copy for rendering."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +193,44 @@ class Hang:
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
+
+
+class PageReader(HTMLParser):
+    """Reads an HTML page as a person sees it: `rows` holds each table row's text (cells and lines apart by a
+    space, entities decoded), `title` the title's text, `elements` how many of each element the page has."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.rows: list[str] = []
+        self.title = ""
+        self.elements: Counter[str] = Counter()
+        self._row: list[str] | None = None
+        self._in_title = False
+        self.feed(page)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements[tag] += 1
+        self._in_title = tag == "title"
+        if tag == "tr":
+            self._row = []
+        elif tag in ("td", "br") and self._row is not None:
+            self._row.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_title = False
+        if tag == "tr" and self._row is not None:
+            self.rows.append(" ".join("".join(self._row).split()))
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            self.title += data
+        if self._row is not None:
+            self._row.append(data)
+
+    def row(self, *words: str) -> str:
+        """Returns the one row holding every word; fails when none or several do."""
+        found = [r for r in self.rows if all(w in r for w in words)]
+        assert len(found) == 1, f"{len(found)} rows hold {words}: {self.rows}"
+        return found[0]

@@ -111,6 +111,7 @@ async def test_post_reload_applies_refuses_and_needs_the_lifecycle_flag(simulato
         assert (answer.status_code, answer.text) == (200, "Reloaded\n")
         page = (await client.get(f"{url}/metrics")).text
         assert 'source="dataarts"' not in page
+        assert "name: dataarts" not in (await client.get(f"{url}/config")).text, "/config shows the config in effect"
         assert value(page, "cloud_job_exporter_config_last_reload_successful") == 1
         reloaded_at = value(page, "cloud_job_exporter_config_last_reload_success_timestamp_seconds")
 

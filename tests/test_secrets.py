@@ -67,7 +67,7 @@ def test_env_credentials_are_trimmed_and_control_characters_refused(monkeypatch:
     assert "T_TOKEN holds a control or non-ASCII character" in str(info.value) and "abc" not in str(info.value)
 
 
-async def test_a_poll_error_echoing_a_secret_is_scrubbed_before_the_landing_page(registered_secret) -> None:
+async def test_a_poll_error_echoing_a_secret_is_scrubbed_before_the_status_page(registered_secret) -> None:
     from exporter.contract import Api, PollError, SourceInfo
     from exporter.poller import Poller, Target
     from exporter.server import App
@@ -82,7 +82,7 @@ async def test_a_poll_error_echoing_a_secret_is_scrubbed_before_the_landing_page
     target = Target("mc", Api("GetRunningJobs", 30, echoing, running_families))
     poller = Poller(store, [target])
     await poller.poll_once(target)
-    page = App(lambda: poller.published).landing_page()
+    page = App(lambda: poller.published).status().decode()
     assert "InvalidParameter" in page and SECRET not in page
 
 
