@@ -7,6 +7,7 @@ import contextlib
 import signal
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -50,9 +51,11 @@ class Exporter:
 def build(
     config: ExporterConfig, credentials: Credentialer | None = None,
     transport: httpx.AsyncBaseTransport | None = None, kinds: Mapping[str, Kind[Any]] = KINDS,
+    clock: Callable[[], float] = time.time,
 ) -> Exporter:
     """Returns the exporter for a config whose sources are of `kinds`; `credentials` and `transport` replace the
-    defaults in demo and tests."""
+    defaults in demo and tests, `clock` (UNIX seconds: what the polls, the signatures and staleness read) in tests
+    and the soak (benchmarks/soak.py)."""
     store = Store()
     targets: list[Target] = []
     sources: list[Source] = []
@@ -61,13 +64,13 @@ def build(
         if not credentials:
             add_secret_source(provider.secrets)
         counter = store.request_counters.setdefault(cfg.name, RequestCounter())
-        source = kinds[cfg.kind].open(cfg, provider, counter, transport)
+        source = kinds[cfg.kind].open(cfg, provider, counter, transport, clock)
         sources.append(source)
         info = SourceInfo.of(cfg)
         for api in source.apis():
             store.add_api(info, api.name, cfg.stale_after or 3 * api.interval)
             targets.append(Target(cfg.name, api))
-    return Exporter(store, Poller(store, targets), sources)
+    return Exporter(store, Poller(store, targets, clock), sources)
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
