@@ -37,7 +37,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.run import Child, report  # noqa: E402
-from exporter.poller import HOUSEKEEPING_INTERVAL  # noqa: E402
 from tests.e2e.soak import (  # noqa: E402
     Checks,
     Scrape,
@@ -118,7 +117,7 @@ async def exporter_role(args: argparse.Namespace) -> None:
     from exporter.credentials import static
     from exporter.runtime import build, serve
     from exporter.sources import KINDS
-    from tests.e2e.soak import accelerated, soak_sources, stale_after
+    from tests.e2e.soak import accelerated, per_job_apis, soak_sources
 
     quiet_logs()
     clock = SoakClock.from_json(args.clock)
@@ -128,7 +127,7 @@ async def exporter_role(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
 
     def started(url: str) -> None:
-        report("serving", url=url, stale_after=stale_after(exporter), apis=[list(k) for k in exporter.store.states])
+        report("serving", url=url, stale_after=per_job_apis(exporter), apis=[list(k) for k in exporter.store.states])
 
     serving = asyncio.create_task(serve(exporter, "127.0.0.1:0", "/metrics", started=started, stop=stop))
     await stdin_line()
@@ -292,7 +291,7 @@ async def checked(args: argparse.Namespace, clock: SoakClock, info: dict[str, An
         await asyncio.sleep(clock.real_seconds_until(clock.start + 1e-6))
         pids = {"exporter": exporter_pid, "simulator": sim_pid, "checker": os.getpid()}
         cpu = {k: cpu_seconds(p) for k, p in pids.items()}
-        checks = Checks(info["stale_after"], HOUSEKEEPING_INTERVAL * clock.factor)
+        checks = Checks(info["stale_after"], clock.factor)
         run = Soak(clock, client, metrics, sim_url, exporter_pid, checks)
         print(f"soak: {args.hours:g} simulated hours at {args.factor:g}x, a scrape every {args.every:g} real s",
               file=sys.stderr)
@@ -307,6 +306,8 @@ async def checked(args: argparse.Namespace, clock: SoakClock, info: dict[str, An
         "checks": {"scrapes": checks.scrapes, "counter_samples": checks.counter_samples,
                    "jobs_checked": checks.jobs_checked, "grace_s": checks.grace, "stale_after_s": checks.stale_after,
                    "longest_lag_s": {k: round(v, 1) for k, v in checks.longest_lag.items()},
+                   "bound_s": {k: round(checks.bound(k), 1) for k in checks.longest_lag},
+                   "longest_poll_real_s": checks.longest_poll,
                    "oldest_data_s": {k: round(v, 1) for k, v in checks.oldest_data.items()},
                    "failures": checks.failures()},
         "exactly_once": result,
@@ -425,9 +426,13 @@ def print_soak(out: dict[str, Any]) -> None:
     final = eo["final"]
     print(f"\nchecks over {checks['scrapes']} scrapes ({checks['counter_samples']:,} counter and histogram samples "
           f"each, {checks['jobs_checked']:,} per-job series looked up):")
-    print(f"- counters monotonic, none vanished: {'yes' if not checks['failures'] else checks['failures']}")
-    print(f"- no ghost series: longest a finished job's series stayed {checks['longest_lag_s']} simulated s "
-          f"(bound: stale_after {checks['stale_after_s']} + {checks['grace_s']:g} s of exposition refresh)")
+    broken = {line.split(":")[0]: line for line in checks["failures"]}
+    print(f"- counters monotonic: {broken.get('counter decreased', 'yes')}; none vanished: "
+          f"{broken.get('counter vanished', 'yes')}")
+    print(f"- no ghost series: {broken.get('ghost series', 'yes')}; longest a finished job's series stayed "
+          f"{checks['longest_lag_s']} simulated s, bound {checks['bound_s']} (stale_after {checks['stale_after_s']} "
+          f"+ the longest poll {checks['longest_poll_real_s']} real s x {out['settings']['factor']:g} + "
+          f"{checks['grace_s']:g} s of exposition refresh)")
     print(f"- oldest data served, by API (simulated s since its last successful poll): {checks['oldest_data_s']}")
     print(f"- exactly once: MaxCompute counted {eo['maxcompute_counted']:,.0f} = GetJobInfo's final answers "
           f"{eo['maxcompute_answered']:,} (asked again: {eo['maxcompute_answered_again']}), skipped "

@@ -217,13 +217,10 @@ def accelerated(exporter: Exporter, clock: SoakClock) -> Exporter:
     return Exporter(exporter.store, Poller(exporter.store, targets, clock), exporter.sources)
 
 
-def stale_after(exporter: Exporter) -> dict[str, float]:
-    """Returns each source's longest `stale_after` (simulated seconds): how long its per-job series may outlive a
-    job when polls fail."""
-    out: dict[str, float] = {}
-    for (source, _), state in exporter.store.states.items():
-        out[source] = max(out.get(source, 0.0), state.stale_after)
-    return out
+def per_job_apis(exporter: Exporter) -> dict[str, float]:
+    """Returns the `stale_after` (simulated seconds) of each API with per-job series, keyed "source/api"."""
+    return {f"{t.source}/{t.api.name}": exporter.store.states[t.key].stale_after
+            for t in exporter.targets if t.api.jobs is not None}
 
 
 # ---- scraping and the checks ------------------------------------------------------------------------------------
@@ -311,8 +308,8 @@ async def scrape(client: httpx.AsyncClient, url: str, clock: SoakClock) -> Scrap
 class Checks:
     """The properties checked at each scrape, with what broke them (each list capped at `keep` examples)."""
 
-    stale_after: Mapping[str, float]  # by source
-    grace: float  # simulated seconds the exposition may lag its data: the housekeeping refresh, accelerated
+    stale_after: Mapping[str, float]  # of each API with per-job series, keyed "source/api" (`per_job_apis`)
+    factor: float  # the clock's
     keep: int = 20
     scrapes: int = 0
     counter_samples: int = 0
@@ -322,12 +319,25 @@ class Checks:
     jobs_checked: int = 0
     longest_lag: dict[str, float] = field(default_factory=dict)  # by source: a finished job's series, the longest
     oldest_data: dict[str, float] = field(default_factory=dict)  # by source/api: the most its last success had aged
+    longest_poll: dict[str, float] = field(default_factory=dict)  # by source/api: real seconds, its bucket's bound
     _last: dict[tuple[str, Labels], float] = field(default_factory=dict)
 
     @classmethod
     def for_exporter(cls, exporter: Exporter, clock: SoakClock) -> Checks:
         """Returns the checks of an accelerated exporter's scrapes."""
-        return cls(stale_after(exporter), HOUSEKEEPING_INTERVAL * clock.factor)
+        return cls(per_job_apis(exporter), clock.factor)
+
+    @property
+    def grace(self) -> float:
+        """Returns how long (simulated seconds) the exposition may lag its data: the housekeeping refresh."""
+        return HOUSEKEEPING_INTERVAL * self.factor
+
+    def bound(self, source: str) -> float:
+        """Returns how long (simulated seconds) a job's per-job series may stay after the job ended: its API's
+        stale_after counts from the end of the last poll that listed it, which began up to a poll's length earlier
+        (the longest so far), and the exposition is refreshed at least every HOUSEKEEPING_INTERVAL."""
+        return self.grace + max(after + self.factor * self.longest_poll.get(api, 0.0)
+                                for api, after in self.stale_after.items() if api.startswith(source + "/"))
 
     def counters(self, now: Scrape) -> None:
         """Checks that no counter or histogram sample decreased or vanished since the last scrape (and notes how old
@@ -336,6 +346,7 @@ class Checks:
         for (source, api), success in now.last_success.items():
             key = f"{source}/{api}"
             self.oldest_data[key] = max(self.oldest_data.get(key, 0.0), now.at - success)
+        self.longest_poll.update(longest_polls(now))
         self.counter_samples = len(now.counters)
         for key, before in self._last.items():
             value = now.counters.get(key)
@@ -346,13 +357,13 @@ class Checks:
         self._last = dict(now.counters)
 
     def ghosts_of(self, now: Scrape, ends: Mapping[str, Mapping[str, float | None]]) -> None:
-        """Checks that each MaxCompute job and EMR run with per-job series ended at most stale_after + grace before
-        the scrape; `ends` are the simulator's `ends` for the scrape's jobs."""
+        """Checks that each MaxCompute job and EMR run with per-job series ended at most `bound` before the scrape;
+        `ends` are the simulator's `ends` for the scrape's jobs."""
         for (source, label), ids in now.jobs.items():
             known = ends.get(label)
             if known is None:
                 continue  # DataArts jobs are never deleted: their series stay for good
-            bound = self.stale_after[source] + self.grace
+            bound = self.bound(source)
             for job in ids:
                 self.jobs_checked += 1
                 end = known.get(job)
@@ -375,6 +386,20 @@ class Checks:
     def _example(self, found: list[str], line: str) -> None:
         if len(found) < self.keep:
             found.append(line)
+
+
+def longest_polls(now: Scrape) -> dict[str, float]:
+    """Returns, by "source/api", the longest poll so far as `cloud_job_exporter_poll_duration_seconds` bounds it: the
+    smallest bucket holding every poll (real seconds; infinite past the last bucket)."""
+    counts, buckets = {}, {}
+    for (name, labels), value in now.counters.items():
+        if name.startswith("cloud_job_exporter_poll_duration_seconds_"):
+            key = f"{dict(labels)['source']}/{dict(labels)['api']}"
+            if name.endswith("_count"):
+                counts[key] = value
+            elif name.endswith("_bucket"):
+                buckets.setdefault(key, []).append((float(dict(labels)["le"]), value))
+    return {key: min(le for le, n in buckets[key] if n >= count) for key, count in counts.items() if count}
 
 
 def _series(key: tuple[str, Labels]) -> str:
