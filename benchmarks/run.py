@@ -575,9 +575,9 @@ def scrape_role(args: argparse.Namespace) -> None:
 class Child:
     """A child process speaking the MARK protocol on stdout; stdin tells it to stop."""
 
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, stderr: Any = None) -> None:
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, bufsize=1)
+                                     stderr=stderr, text=True, bufsize=1)
 
     def expect(self, event: str, timeout: float) -> dict[str, Any]:
         """Returns the next report named `event`; fails on an `error` report, on exit, or after `timeout`."""

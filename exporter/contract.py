@@ -110,10 +110,12 @@ class Source(Protocol):
 class Kind(Generic[C]):
     """A source kind: its config model (whose `kind` field is a Literal of the kind's name), and `open`, which makes
     a source from (its validated config, its credentials, the request counter it reports to, a transport that
-    replaces the network in tests and the demo, or None)."""
+    replaces the network in tests and the demo, or None, and the clock in UNIX seconds its polls and signatures
+    read: `time.time`, or a test's or the soak's accelerated one)."""
 
     config: type[C]
-    open: Callable[[C, Callable[[], Credentials], RequestCounter, httpx.AsyncBaseTransport | None], Source]
+    open: Callable[[C, Callable[[], Credentials], RequestCounter, httpx.AsyncBaseTransport | None,
+                    Callable[[], float]], Source]
     # The permission each operation needs, as the vendor's API page names it (a RAM action such as
     # `odps:GetJobInfo`): `probe` says which to grant when the vendor denies access. An operation whose page names
     # none is left out, so that nothing is guessed.

@@ -55,6 +55,7 @@ class Exporter:
     credentials: Credentialer | None = None
     transport: httpx.AsyncBaseTransport | None = None
     kinds: Mapping[str, Kind[Any]] = field(default_factory=lambda: KINDS)
+    clock: Callable[[], float] = time.time
 
     @property
     def sources(self) -> list[Source]:
@@ -68,7 +69,8 @@ class Exporter:
 
 
 def _open(store: Store, cfg: SourceConfig, credentials: Credentialer | None,
-          transport: httpx.AsyncBaseTransport | None, kinds: Mapping[str, Kind[Any]]) -> Opened:
+          transport: httpx.AsyncBaseTransport | None, kinds: Mapping[str, Kind[Any]],
+          clock: Callable[[], float]) -> Opened:
     """Returns a source opened from its config, its APIs registered in the store."""
     provider: Callable[[], Credentials]
     if credentials:
@@ -78,7 +80,7 @@ def _open(store: Store, cfg: SourceConfig, credentials: Credentialer | None,
         add_secret_source(real.secrets)
         provider, keys = real, real.describe()
     counter = store.request_counters.setdefault(cfg.name, RequestCounter())
-    source = kinds[cfg.kind].open(cfg, provider, counter, transport)
+    source = kinds[cfg.kind].open(cfg, provider, counter, transport, clock)
     info = SourceInfo.of(cfg, keys)
     targets = []
     for api in source.apis():
@@ -90,13 +92,15 @@ def _open(store: Store, cfg: SourceConfig, credentials: Credentialer | None,
 def build(
     config: ExporterConfig, credentials: Credentialer | None = None,
     transport: httpx.AsyncBaseTransport | None = None, kinds: Mapping[str, Kind[Any]] = KINDS,
+    clock: Callable[[], float] = time.time,
 ) -> Exporter:
     """Returns the exporter for a config whose sources are of `kinds`; `credentials` and `transport` replace the
-    defaults in demo and tests."""
+    defaults in demo and tests, `clock` (UNIX seconds: what the polls, the signatures and staleness read) in tests
+    and the soak (benchmarks/soak.py)."""
     store = Store()
-    opened = {cfg.name: _open(store, cfg, credentials, transport, kinds) for cfg in config.sources}
-    poller = Poller(store, [t for o in opened.values() for t in o.targets])
-    return Exporter(config, store, poller, opened, credentials, transport, kinds)
+    opened = {cfg.name: _open(store, cfg, credentials, transport, kinds, clock) for cfg in config.sources}
+    poller = Poller(store, [t for o in opened.values() for t in o.targets], clock)
+    return Exporter(config, store, poller, opened, credentials, transport, kinds, clock)
 
 
 async def reload(exporter: Exporter, config: ExporterConfig, scheduler: AsyncIOScheduler | None = None) -> None:
@@ -114,7 +118,7 @@ async def reload(exporter: Exporter, config: ExporterConfig, scheduler: AsyncIOS
                 scheduler.remove_job(job_id(target))
     kept = {name: o for name, o in exporter.opened.items() if o not in closing}
     exporter.opened = {name: kept.get(name) or _open(store, cfg, exporter.credentials, exporter.transport,
-                                                     exporter.kinds)
+                                                     exporter.kinds, exporter.clock)
                        for name, cfg in wanted.items()}
     exporter.poller.set_targets([t for o in exporter.opened.values() for t in o.targets])
     if scheduler:

@@ -55,7 +55,7 @@ class ToySource:
 
     @classmethod
     def open(cls, config: ToyConfig, credentials: Callable[[], Credentials], counter: RequestCounter,
-             transport: httpx.AsyncBaseTransport | None) -> ToySource:
+             transport: httpx.AsyncBaseTransport | None, clock: Callable[[], float]) -> ToySource:
         return cls(config, counter)
 
     def apis(self) -> list[Api[ToyJobs]]:

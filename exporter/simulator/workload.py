@@ -226,6 +226,7 @@ class Workload:
         self._views: OrderedDict[Hashable, Any] = OrderedDict()
         self._edits = 0  # control calls so far: each may change who was active at any instant
         self._forgotten = 0  # finished jobs dropped by retention so far
+        self._ended = 0  # jobs that ended since the start: the churn a soak reports
         self._forgotten_until = -1  # when the last of them ended
         self.now = math.floor(clock())
         self.started_at = self.now
@@ -305,6 +306,7 @@ class Workload:
                 "running": len(self._running),
                 "waiting": len(self._waiting),
                 "finished_retained": len(self._finished),
+                "ended": self._ended,
             }
 
     # ---- control ----------------------------------------------------------------------------------------------
@@ -394,6 +396,7 @@ class Workload:
             if t == job.end_at and self._running.pop(job.instance_id, None):
                 self._finished.append(job)
                 ended.append(job)
+        self._ended += len(ended)
         self._prune()
         self._reorder(started, ended)
 

@@ -9,6 +9,7 @@ reads them, `{"requestId","code","message"}`), with HTTP 4xx or with HTTP 200 an
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -19,7 +20,15 @@ from exporter.auth.aliyun import AliyunAuth
 from exporter.config import SourceConfig
 from exporter.contract import PollError, RequestCounter
 from exporter.credentials import Credentials
-from exporter.sources.http import Sender, json_body, make_client, reason_for, retry_after_seconds, retry_throttled
+from exporter.sources.http import (
+    Sender,
+    json_body,
+    make_client,
+    reason_for,
+    retry_after_seconds,
+    retry_throttled,
+    utc_clock,
+)
 
 THROTTLE_CODE_PREFIXES = ("Throttling",)  # Throttling, Throttling.User, Throttling.Api, Throttling.Resource, ...
 AUTH_CODE_PREFIXES = (
@@ -165,7 +174,9 @@ class AcsCaller:
 def acs_caller(
     config: SourceConfig, base_url: str, credentials: Callable[[], Credentials], version: str,
     counter: RequestCounter, transport: httpx.AsyncBaseTransport | None = None, *, enveloped: bool = True,
+    clock: Callable[[], float] = time.time,
 ) -> AcsCaller:
-    """Returns a caller for one Alibaba Cloud source: its client, signed with ACS3, bounded by its concurrency."""
-    client = make_client(config, base_url, AliyunAuth(credentials), transport)
+    """Returns a caller for one Alibaba Cloud source: its client, signed with ACS3 at `clock`'s time, bounded by its
+    concurrency."""
+    client = make_client(config, base_url, AliyunAuth(credentials, clock=utc_clock(clock)), transport)
     return AcsCaller(Sender.of(config, client, counter), version, enveloped=enveloped)

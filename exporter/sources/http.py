@@ -10,6 +10,7 @@ import asyncio
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -44,6 +45,11 @@ def make_client(
         headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         follow_redirects=False,
     )
+
+
+def utc_clock(clock: Callable[[], float]) -> Callable[[], datetime]:
+    """Returns `clock` (UNIX seconds) as the signers read it: an aware UTC datetime."""
+    return lambda: datetime.fromtimestamp(clock(), UTC)
 
 
 @dataclass(frozen=True, slots=True)

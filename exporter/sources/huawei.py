@@ -8,6 +8,7 @@ answers nest them as `{"error": {"code", "message"}}`; both are read). Gateway c
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -18,7 +19,15 @@ from exporter.auth.huawei import HuaweiAuth
 from exporter.config import SourceConfig
 from exporter.contract import PollError, RequestCounter
 from exporter.credentials import Credentials
-from exporter.sources.http import Sender, json_body, make_client, reason_for, retry_after_seconds, retry_throttled
+from exporter.sources.http import (
+    Sender,
+    json_body,
+    make_client,
+    reason_for,
+    retry_after_seconds,
+    retry_throttled,
+    utc_clock,
+)
 
 # Gateway codes are whole (`APIG.` and four digits), so each is matched as its own prefix.
 THROTTLE_CODES = ("APIG.0308",)
@@ -123,8 +132,10 @@ class HuaweiCaller:
 def huawei_caller(
     config: SourceConfig, base_url: str, credentials: Callable[[], Credentials], counter: RequestCounter,
     transport: httpx.AsyncBaseTransport | None = None, *, project_id: str | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> HuaweiCaller:
-    """Returns a caller for one Huawei Cloud source: its client, signed with SDK-HMAC-SHA256 (with `X-Project-Id`
-    when a project id is given), bounded by its concurrency."""
-    client = make_client(config, base_url, HuaweiAuth(credentials, project_id=project_id), transport)
+    """Returns a caller for one Huawei Cloud source: its client, signed with SDK-HMAC-SHA256 at `clock`'s time (with
+    `X-Project-Id` when a project id is given), bounded by its concurrency."""
+    auth = HuaweiAuth(credentials, project_id=project_id, clock=utc_clock(clock))
+    client = make_client(config, base_url, auth, transport)
     return HuaweiCaller(Sender.of(config, client, counter))

@@ -86,3 +86,16 @@ def test_running_jobs_stay_newest_first_as_they_start_and_end() -> None:
         running = [j for j in workload.active_at(now) if j.is_running(now)]
         expected = sorted(running, key=lambda j: (-j.submitted_at, j.instance_id))
         assert workload.running_newest_first() == expected, step
+
+
+def test_ended_counts_every_job_that_ended_since_the_start_retained_or_not() -> None:
+    clock = FakeClock()
+    forgetful, keeping = _workload(clock, retain_finished_count=10), _workload(clock, retain_finished_count=10**6)
+    assert forgetful.summary()["ended"] == 0
+    for _ in range(60):  # the same seed and clock readings: the same jobs
+        clock.now += 60
+        forgetful.advance()
+        keeping.advance()
+    kept, forgot = keeping.summary(), forgetful.summary()
+    assert forgot["finished_retained"] == 10
+    assert forgot["ended"] == kept["ended"] == kept["finished_retained"] > 10

@@ -12,6 +12,7 @@ a workspace (they are the jobs' ids in the API's paths): a name seen twice is co
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from operator import attrgetter
@@ -89,11 +90,13 @@ class DataArtsFactorySource:
     @classmethod
     def from_config(
         cls, config: DataArtsFactoryConfig, credentials: Callable[[], Credentials], counter: RequestCounter,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | None = None, clock: Callable[[], float] = time.time,
     ) -> DataArtsFactorySource:
-        """Returns a source with its own signed client for the configured (or regional) endpoint."""
+        """Returns a source with its own signed client for the configured (or regional) endpoint; its signatures read
+        `clock`."""
         base_url = config.endpoint or config.default_endpoint()
-        caller = huawei_caller(config, base_url, credentials, counter, transport, project_id=config.project_id)
+        caller = huawei_caller(config, base_url, credentials, counter, transport, project_id=config.project_id,
+                               clock=clock)
         return cls(config, caller)
 
     async def aclose(self) -> None:

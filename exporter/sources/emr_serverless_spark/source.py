@@ -191,11 +191,12 @@ class EmrServerlessSparkSource:
     @classmethod
     def from_config(
         cls, config: EmrServerlessSparkConfig, credentials: Callable[[], Credentials], counter: RequestCounter,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | None = None, clock: Callable[[], float] = time.time,
     ) -> EmrServerlessSparkSource:
-        """Returns a source with its own signed client for the configured (or regional) endpoint."""
+        """Returns a source with its own signed client for the configured (or regional) endpoint, reading `clock`."""
         base_url = config.endpoint or config.default_endpoint()
-        return cls(config, acs_caller(config, base_url, credentials, VERSION, counter, transport, enveloped=False))
+        caller = acs_caller(config, base_url, credentials, VERSION, counter, transport, enveloped=False, clock=clock)
+        return cls(config, caller, clock)
 
     async def aclose(self) -> None:
         """Closes the source's HTTP client."""

@@ -11,8 +11,9 @@ job whose own asks keep being refused (auth, client errors) is given up after `j
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter, OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -76,12 +77,12 @@ def record_finished(tally: Tally, record: Mapping[str, Any]) -> None:
 class FinishedJobTracker:
     """Queues jobs that left the active sets and records, once each, those GetJobInfo says have finished."""
 
-    def __init__(self, config: MaxComputeConfig, caller: AcsCaller) -> None:
+    def __init__(self, config: MaxComputeConfig, caller: AcsCaller, clock: Callable[[], float] = time.time) -> None:
         self._config = config
         self._caller = caller
         self._active: dict[str, frozenset[str]] = {}
         self._pending: OrderedDict[str, int] = OrderedDict()  # instance id -> rounds it was still running
-        self._recorded = RecentIds(RECORDED_TTL, RECORDED_MAX)
+        self._recorded = RecentIds(RECORDED_TTL, RECORDED_MAX, clock)  # the source's clock, as its listings read
         self._tally = Tally({"wait_seconds": config.wait_buckets, "run_seconds": config.run_buckets})
         self._skips: Counter[str] = Counter()
 

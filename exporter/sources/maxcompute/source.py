@@ -95,16 +95,16 @@ class MaxComputeSource:
         self._config = config
         self._caller = caller
         self._clock = clock
-        self.finished = FinishedJobTracker(config, caller) if config.finished_jobs else None
+        self.finished = FinishedJobTracker(config, caller, clock) if config.finished_jobs else None
 
     @classmethod
     def from_config(
         cls, config: MaxComputeConfig, credentials: Callable[[], Credentials], counter: RequestCounter,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | None = None, clock: Callable[[], float] = time.time,
     ) -> MaxComputeSource:
-        """Returns a source with its own signed client for the configured (or regional) endpoint."""
+        """Returns a source with its own signed client for the configured (or regional) endpoint, reading `clock`."""
         base_url = config.endpoint or config.default_endpoint()
-        return cls(config, acs_caller(config, base_url, credentials, VERSION, counter, transport))
+        return cls(config, acs_caller(config, base_url, credentials, VERSION, counter, transport, clock=clock), clock)
 
     async def aclose(self) -> None:
         """Closes the source's HTTP client."""
