@@ -461,10 +461,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hours", type=float, default=24.0, help="simulated hours (default 24)")
     p.add_argument("--factor", type=float, default=48.0,
                    help="simulated seconds per real second (default 48: a simulated day in 30 real minutes)")
-    p.add_argument("--running", type=int, default=1000,
-                   help="MaxCompute jobs running in steady state (default 1000: some 200,000 jobs a simulated day)")
-    p.add_argument("--emr-active", type=int, default=400,
-                   help="EMR runs submitted and not ended, per workspace (default 400: some 190,000 runs a day)")
+    p.add_argument("--running", type=int, default=800,
+                   help="MaxCompute jobs running in steady state (default 800: some 160,000 jobs a simulated day)")
+    p.add_argument("--emr-active", type=int, default=250,
+                   help="EMR runs submitted and not ended, per workspace (default 250: some 117,000 runs a day)")
     p.add_argument("--every", type=float, default=5.0, help="real seconds between scrapes (default 5)")
     p.add_argument("--warmup", type=float, default=20.0,
                    help="real seconds the clock stands at the start while the exporter makes its first polls")

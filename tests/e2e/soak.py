@@ -9,8 +9,8 @@ the checks of /metrics against that truth.
 - `SoakSimulator`: the simulator, noting each MaxCompute job it listed (with its end) and each GetJobInfo answer, and
   answering `/-/soak/ends` (when did these jobs end?) and `/-/soak/truth` (what ended, what was asked about).
 - `Checks`: per scrape, every counter and histogram sample never decreases nor vanishes, and every per-job series is
-  of a job still listed or ended at most its source's `stale_after` (plus the exposition's refresh) before the scrape;
-  at the end, each finished job counted once (`exactly_once`).
+  of a job still listed or ended at most `Checks.bound` before the scrape (its API's `stale_after`, the longest poll,
+  the exposition's refresh); at the end, each finished job counted once (`exactly_once`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ TYPE_LINE = re.compile(r"# TYPE (\S+) (\S+)")
 SAMPLE_LINE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)")
 LABEL_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 ESCAPED = re.compile(r"\\(.)")
-JOB_LABELS = {"instance_id": "maxcompute", "job_run_id": "emr_serverless_spark", "job_name": "dataarts_factory"}
+JOB_LABELS = frozenset({"instance_id", "job_run_id", "job_name"})  # MaxCompute, EMR, DataArts per-job series
 JOB_INFO_SKIPS = ("not_found", "gave_up", "failed", "bad_field", "queue_full")
 # OpenMetrics: its types tell counters and histograms (cumulative) from gauge histograms (the jobs present now),
 # which the text format types `histogram` alike.
@@ -108,9 +108,8 @@ class SoakSimulator(Simulator):
     def __init__(self, credentials: Mapping[str, str], *, seed: int, clock: SoakClock, running: int,
                  emr_active: int) -> None:
         super().__init__(credentials, seed=seed, clock=clock, workload=WorkloadParams(target_running=running))
-        self.emr.control({"target_active": emr_active})  # from the next simulated minute: the warm-up's first
+        self.emr.control({"target_active": emr_active})  # from the next simulated minute on; earlier runs keep 25
         self.served = Served()
-        self.soak_clock = clock
 
     async def dispatch(self, request: Request) -> Response:
         if request.path.startswith(SOAK_PREFIX):
@@ -156,7 +155,7 @@ class SoakSimulator(Simulator):
                 "job_run_id": {i: runs.get(i) for i in ids.get("job_run_id", [])}}
 
     def truth(self, after: float) -> dict[str, Any]:
-        """Returns, as of now (`until`): MaxCompute's jobs ended since the start, listed, listed and ended, and the
+        """Returns, as of now (`until`): MaxCompute's jobs ended since the start, those listed and ended, and the
         final GetJobInfo answers by group (each job once), how many jobs were answered more than once, and how many
         asks found no job; and the EMR runs that ended in (after, until], by workspace, queue, state and code type."""
         until = self.workload.advance()
@@ -165,7 +164,6 @@ class SoakSimulator(Simulator):
             "until": until,
             "maxcompute": {
                 "ended": self.workload.summary()["ended"],
-                "listed": len(served.listed),
                 "listed_ended": sum(1 for end in served.listed.values() if 0 <= end <= until),
                 "answered": dict(Counter(served.groups.values())),
                 "answered_again": sum(1 for n in served.answered.values() if n > 1),
@@ -236,7 +234,6 @@ class Scrape:
     jobs: dict[tuple[str, str], set[str]]  # (source, id label) -> ids
     samples: int
     per_job_samples: int
-    up: dict[tuple[str, str], float]  # (source, api) -> cloud_job_exporter_source_up
     last_success: dict[tuple[str, str], float]  # (source, api) -> cloud_job_exporter_last_success_timestamp_seconds
     dropped: float  # cloud_job_exporter_job_series_dropped, summed over the sources
 
@@ -262,7 +259,6 @@ def parse_scrape(text: str, at: float) -> Scrape:
     soak's page, a third of a core at one scrape every 5 s, taken from the processes measured."""
     counters: dict[tuple[str, Labels], float] = {}
     jobs: dict[tuple[str, str], set[str]] = {}
-    up: dict[tuple[str, str], float] = {}
     last: dict[tuple[str, str], float] = {}
     samples = per_job = 0
     dropped = 0.0
@@ -277,16 +273,14 @@ def parse_scrape(text: str, at: float) -> Scrape:
         samples += 1
         if kind in ("counter", "histogram"):
             counters[(name, frozenset(labels.items()))] = float(value)
-        elif name == "cloud_job_exporter_source_up":
-            up[(labels["source"], labels["api"])] = float(value)
         elif name == "cloud_job_exporter_last_success_timestamp_seconds":
             last[(labels["source"], labels["api"])] = float(value)
         elif name == "cloud_job_exporter_job_series_dropped":
             dropped += float(value)
-        for label in JOB_LABELS.keys() & labels.keys():
+        for label in JOB_LABELS & labels.keys():
             per_job += 1
             jobs.setdefault((labels["source"], label), set()).add(labels[label])
-    return Scrape(at, counters, jobs, samples, per_job, up, last, dropped)
+    return Scrape(at, counters, jobs, samples, per_job, last, dropped)
 
 
 def _unescape(value: str) -> str:
