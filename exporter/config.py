@@ -274,7 +274,7 @@ def file_model(models: tuple[type[SourceConfig], ...]) -> type[ExporterConfig]:
     )
 
 
-def rrsa_of(source: SourceConfig) -> tuple[str, str, Path] | None:
+def _rrsa(source: SourceConfig) -> tuple[str, str, Path] | None:
     """Returns (role ARN, OIDC provider ARN, token file) when the source uses RRSA, None for access keys.
 
     The vendor chain's order: keys the source names win; then `ALIBABA_CLOUD_ACCESS_KEY_ID`; then the RRSA
@@ -294,7 +294,7 @@ def credential_provider(source: SourceConfig) -> CredentialProvider | OidcCreden
     """Returns the provider for a source's credentials, defaulting to the vendor's standard variables, or RRSA."""
     creds = source.credentials
     defaults = source.credential_env
-    rrsa = rrsa_of(source)
+    rrsa = _rrsa(source)
     if rrsa is not None:
         if source.credential_env != ALIBABA_ENV:
             raise CredentialError("RRSA (oidc_role_arn, oidc_provider_arn, oidc_token_file) is for Alibaba Cloud "

@@ -11,13 +11,13 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from exporter.config import ConfigError, SourceConfig, load_config, rrsa_of
-from exporter.contract import Kind, PollError
+from exporter.config import ConfigError, load_config
+from exporter.contract import Kind, PollError, SourceInfo
 from exporter.logs import configure_logging, redact
 from exporter.poller import Target, poll_time_limit
 from exporter.runtime import Exporter, build
@@ -45,24 +45,12 @@ class Row:
     todo: str
 
 
-def credential_source(config: SourceConfig) -> str:
-    """Returns where a source's keys come from (variable names or file paths, or RRSA), never a value."""
-    if rrsa := rrsa_of(config):
-        return f"RRSA with role {rrsa[0]} and token file {rrsa[2]}"
-    creds = config.credentials
-    parts = []
-    for part, name, default in zip(("access_key_id", "access_key_secret"), ("key id", "secret"),
-                                   config.credential_env, strict=False):
-        file = getattr(creds, f"{part}_file")
-        parts.append(f"{name} in file {file}" if file else f"{name} in ${getattr(creds, f'{part}_env') or default}")
-    return ", ".join(parts)
-
-
-def what_to_do(error: PollError, config: SourceConfig, kind: Kind[Any], api: str) -> str:
-    """Returns the advice for one failed poll, from its reason and the vendor's code."""
-    code, where = error.code, config.endpoint or getattr(config, "default_endpoint", lambda: "")()
+def what_to_do(error: PollError, info: SourceInfo, kind: Kind[Any], api: str) -> str:
+    """Returns the advice for one failed poll, from its reason and the vendor's code; `info` says where the source
+    polls and where its keys come from."""
+    code, where = error.code, info.endpoint
     if error.reason == "auth":
-        return _auth_advice(error, config, kind, api)
+        return _auth_advice(error, info, kind, api)
     if error.reason == "throttled":
         wait = f"it asked to wait {error.retry_after:g} s" if error.retry_after else "it named no wait"
         return f"the vendor throttled the call ({wait}): raise `interval` or lower `max_concurrency`"
@@ -80,8 +68,8 @@ def what_to_do(error: PollError, config: SourceConfig, kind: Kind[Any], api: str
     return "an exporter bug: please report it with this line"
 
 
-def _auth_advice(error: PollError, config: SourceConfig, kind: Kind[Any], api: str) -> str:
-    code, keys = error.code, credential_source(config)
+def _auth_advice(error: PollError, info: SourceInfo, kind: Kind[Any], api: str) -> str:
+    code, keys = error.code, info.credentials
     if code.startswith(CLOCK_CODES):
         return "the vendor refused the request's time: this machine's clock is off by minutes; sync it (NTP)"
     if code.startswith(SIGNATURE_CODES):
@@ -100,10 +88,10 @@ def _auth_advice(error: PollError, config: SourceConfig, kind: Kind[Any], api: s
             f"said: {redact(str(error))}")
 
 
-async def probe_one(target: Target, config: SourceConfig, kind: Kind[Any]) -> Row:
-    """Polls one API once within its poll time limit; returns its row."""
+async def probe_one(exporter: Exporter, target: Target) -> Row:
+    """Polls one API of the exporter once within its poll time limit; returns its row."""
     started = time.perf_counter()
-    limit = poll_time_limit(target.api.interval, config.stale_after or 3 * target.api.interval)
+    limit = poll_time_limit(target.api.interval, exporter.store.states[target.key].stale_after)
     try:
         async with asyncio.timeout(limit):
             fetched = await target.api.fetch()
@@ -118,15 +106,14 @@ async def probe_one(target: Target, config: SourceConfig, kind: Kind[Any]) -> Ro
                    round(time.perf_counter() - started, 3), "", "", "", "")
     return Row(target.source, target.api.name, error.reason, None, None, round(time.perf_counter() - started, 3),
                error.code, error.request_id or "", redact(str(error))[:300],
-               what_to_do(error, config, kind, target.api.name))
+               what_to_do(error, info := exporter.store.sources[target.source], exporter.kinds[info.kind],
+                          target.api.name))
 
 
-async def probe(exporter: Exporter, configs: Mapping[str, SourceConfig], kinds: Mapping[str, Kind[Any]]) -> list[Row]:
+async def probe(exporter: Exporter) -> list[Row]:
     """Polls every API of the exporter once, all at once; returns their rows in the config's order."""
     try:
-        return await asyncio.gather(*(
-            probe_one(t, configs[t.source], kinds[configs[t.source].kind]) for t in exporter.targets
-        ))
+        return await asyncio.gather(*(probe_one(exporter, t) for t in exporter.targets))
     finally:
         for source in exporter.sources:
             await source.aclose()
@@ -166,7 +153,7 @@ def main(argv: list[str]) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    rows = asyncio.run(probe(exporter, {s.name: s for s in wanted}, KINDS))
+    rows = asyncio.run(probe(exporter))
     print(json.dumps([asdict(r) for r in rows], indent=2) if args.output == "json" else table(rows))
     return 0 if all(r.result == "ok" for r in rows) else 1
 
