@@ -84,7 +84,9 @@ class Api(Generic[R]):
     - `render`: turns a result into metric families (the only place its metric names live); called off the event
       loop, once per result, with the source's labels and this API's share of the per-job cap;
     - `jobs`: how many jobs a result could give per-job series to; None for an API with no per-job series (its
-      results take no share of `max_job_series`).
+      results take no share of `max_job_series`);
+    - `unit`: the unit of work it belongs to, which one shard polls whole (`exporter.sharding`): APIs that share
+      state (MaxCompute's listings and the GetJobInfo that follows them) name one unit; "" for the API alone.
     """
 
     name: str
@@ -92,6 +94,12 @@ class Api(Generic[R]):
     fetch: Callable[[], Awaitable[Fetched[R]]]
     render: Callable[[RenderContext, R], Rendered]
     jobs: Callable[[R], int] | None = None
+    unit: str = ""
+
+    @property
+    def shard_unit(self) -> str:
+        """Returns the name of its unit of work: `unit`, or the API's own name."""
+        return self.unit or self.name
 
 
 class Source(Protocol):

@@ -77,9 +77,11 @@ def record_finished(tally: Tally, record: Mapping[str, Any]) -> None:
 class FinishedJobTracker:
     """Queues jobs that left the active sets and records, once each, those GetJobInfo says have finished."""
 
-    def __init__(self, config: MaxComputeConfig, caller: AcsCaller, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: MaxComputeConfig, caller: AcsCaller, clock: Callable[[], float] = time.time,
+                 api: str = "GetJobInfo") -> None:
         self._config = config
         self._caller = caller
+        self._api = api  # the polled API's name, its requests counted under it
         self._active: dict[str, frozenset[str]] = {}
         self._pending: OrderedDict[str, int] = OrderedDict()  # instance id -> rounds it was still running
         self._recorded = RecentIds(RECORDED_TTL, RECORDED_MAX, clock)  # the source's clock, as its listings read
@@ -122,7 +124,8 @@ class FinishedJobTracker:
 
     async def _ask(self, instance_id: str) -> None:
         try:
-            record = await self._caller.call("GetJobInfo", "GET", f"/api/v1/jobs/{percent_encode(instance_id)}/info")
+            record = await self._caller.call("GetJobInfo", "GET", f"/api/v1/jobs/{percent_encode(instance_id)}/info",
+                                             api=self._api)
         except PollError as exc:
             if exc.code == NOT_FOUND:
                 self._settle(instance_id, "not_found")

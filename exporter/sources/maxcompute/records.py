@@ -50,10 +50,12 @@ class RunningJobs:
 
 @dataclass(frozen=True, slots=True)
 class JobSnapshot:
-    """The result of one ListJobSnapshotInfos poll: the jobs present at `snapshot_time`."""
+    """The result of one ListJobSnapshotInfos poll: the jobs present at `snapshot_time`, of the whole source or of
+    the one `quota` the listing was filtered to."""
 
     jobs: tuple[SnapshotJob, ...]
     snapshot_time: float | None
+    quota: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -193,8 +193,10 @@ def snapshot_families(ctx: RenderContext, result: JobSnapshot) -> tuple[list[Fam
         "Distribution of the present jobs' CPU use over request, by quota.",
         _quota_histograms(ctx, by_group, "cpu_usage_to_request", RATIO_BUCKETS), gauge_style=True))
     if result.snapshot_time is not None:
+        # A source split by quota reads one snapshot per quota, each at its own time.
+        by = ("quota",) if result.quota else ()
         families.append(gauge("maxcompute_snapshot_timestamp_seconds", "The snapshotTime of the last snapshot read.",
-                              _rows(ctx, (), {(): result.snapshot_time})))
+                              _rows(ctx, by, {(result.quota,) if result.quota else (): result.snapshot_time})))
     kept, dropped = ctx.capped(jobs, attrgetter("cpu_usage_cores"))
     families += _per_job(ctx, "snapshot", kept, SnapshotJob._fields, ("instance_id", *GROUP, "owner", "priority"),
                          _snapshot_prefix(ctx), SNAPSHOT_PER_JOB)

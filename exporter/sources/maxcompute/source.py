@@ -1,6 +1,12 @@
-"""Alibaba Cloud MaxCompute (OpenAPI 2022-01-04): GetRunningJobs and ListJobSnapshotInfos.
+"""Alibaba Cloud MaxCompute (OpenAPI 2022-01-04): GetRunningJobs and ListJobSnapshotInfos, and GetJobInfo for the
+jobs that leave them.
 
-Both APIs are paged by number with a `totalCount`: the first page says how many there are, the rest are fetched
+A source with no `quotas` is one unit of work: its three APIs, polled by one shard. A source that lists quotas is one
+unit per quota (`GetRunningJobs/<quota>` and so on), each with its own finished-job tracker: the vendor filters both
+listings by quota, and a quota's finished jobs are the ones its own listings lost, so shards can split a large
+source quota by quota.
+
+Both listings are paged by number with a `totalCount`: the first page says how many there are, the rest are fetched
 concurrently (the caller bounds the concurrency), and records are de-duplicated by `instanceId` because jobs move
 between pages while the pages are read.
 """
@@ -10,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from operator import attrgetter
 from typing import Any
 
@@ -88,6 +95,11 @@ def parse_snapshot_job(item: Mapping[str, Any]) -> SnapshotJob:
     )
 
 
+def _named(action: str, quota: str | None) -> str:
+    """Returns the name of one unit's API: the action, and the quota after a slash when the unit is one."""
+    return f"{action}/{quota}" if quota else action
+
+
 class MaxComputeSource:
     """Polls one MaxCompute region (or endpoint) with the configured filters."""
 
@@ -95,7 +107,11 @@ class MaxComputeSource:
         self._config = config
         self._caller = caller
         self._clock = clock
-        self.finished = FinishedJobTracker(config, caller, clock) if config.finished_jobs else None
+        # One finished-job tracker per unit: the whole source (None), or each of its quotas.
+        self.trackers: dict[str | None, FinishedJobTracker] = {
+            quota: FinishedJobTracker(config, caller, clock, _named("GetJobInfo", quota))
+            for quota in (config.quotas or [None])
+        } if config.finished_jobs else {}
 
     @classmethod
     def from_config(
@@ -111,39 +127,46 @@ class MaxComputeSource:
         await self._caller.aclose()
 
     def apis(self) -> list[Api[Any]]:
-        """Returns the polled APIs with their intervals: the running jobs and the snapshot, each with per-job series,
-        and GetJobInfo's finished-job counts when `finished_jobs` is on."""
+        """Returns the polled APIs of each unit (the source, or each quota) with their intervals: the running jobs and
+        the snapshot, each with per-job series, and GetJobInfo's finished-job counts when `finished_jobs` is on."""
+        return [api for quota in (self._config.quotas or [None]) for api in self._unit_apis(quota)]
+
+    def _unit_apis(self, quota: str | None) -> list[Api[Any]]:
+        unit = f"quota/{quota}" if quota else "all"
         apis: list[Api[Any]] = [
-            Api("GetRunningJobs", self._config.interval, self.running_jobs, render.running_families, render.job_count),
-            Api("ListJobSnapshotInfos", self._config.snapshot_interval, self.snapshot, render.snapshot_families,
-                render.job_count),
+            Api(_named("GetRunningJobs", quota), self._config.interval, partial(self.running_jobs, quota),
+                render.running_families, render.job_count, unit),
+            Api(_named("ListJobSnapshotInfos", quota), self._config.snapshot_interval, partial(self.snapshot, quota),
+                render.snapshot_families, render.job_count, unit),
         ]
-        if self.finished:
-            apis.append(Api("GetJobInfo", self._config.job_info_interval, self.finished.poll,
-                            render.finished_families))
+        if tracker := self.trackers.get(quota):
+            apis.append(Api(_named("GetJobInfo", quota), self._config.job_info_interval, tracker.poll,
+                            render.finished_families, None, unit))
         return apis
 
-    async def _observe(self, api: str, jobs: list[Any], skips: Skips) -> None:
-        """Tells the finished-job tracker which jobs are active, unless the listing was cut short."""
-        if self.finished and not skips.counts.get("page_limit"):
+    async def _observe(self, quota: str | None, api: str, jobs: list[Any], skips: Skips) -> None:
+        """Tells the unit's finished-job tracker which jobs are active, unless the listing was cut short."""
+        tracker = self.trackers.get(quota)
+        if tracker and not skips.counts.get("page_limit"):
             # De-duplicating and this each pass over every job held: the event loop gets a turn between the two
             # (scrapes wait for one pass at most, not both).
             await asyncio.sleep(0)
-            self.finished.observe(api, frozenset(map(INSTANCE_ID, jobs)))
+            tracker.observe(api, frozenset(map(INSTANCE_ID, jobs)))
 
-    def _running_query(self, page: int, now: int) -> dict[str, Any]:
+    def _running_query(self, page: int, now: int, quota: str | None) -> dict[str, Any]:
         cfg = self._config
         query: dict[str, Any] = {
             "from": int(now - cfg.running_lookback), "to": now, "pageNumber": page, "pageSize": RUNNING_PAGE_SIZE,
         }
         if cfg.owners:
             query["jobOwnerList"] = ",".join(cfg.owners)
-        if cfg.quotas:
-            query["quotaNicknameList"] = ",".join(cfg.quotas)
+        if quota:
+            query["quotaNicknameList"] = quota
         return query
 
-    async def running_jobs(self) -> Fetched[RunningJobs]:
-        """Returns every running job (GetRunningJobs, all pages), filtered by the configured projects."""
+    async def running_jobs(self, quota: str | None = None) -> Fetched[RunningJobs]:
+        """Returns every running job of the source, or of one quota (GetRunningJobs, all pages), filtered by the
+        configured projects."""
         now = int(self._clock())
         skips = Skips(self._config.max_label_length)
 
@@ -151,8 +174,8 @@ class MaxComputeSource:
 
         async def page(n: int, after_send: Callable[[], None] | None) -> Callable[[], Page]:
             decode = await self._caller.call_later(
-                "GetRunningJobs", "GET", "/api/v1/jobs/runningJobs", query=self._running_query(n, now),
-                after_send=after_send,
+                "GetRunningJobs", "GET", "/api/v1/jobs/runningJobs", query=self._running_query(n, now, quota),
+                api=_named("GetRunningJobs", quota), after_send=after_send,
             )
 
             def digest() -> Page:
@@ -172,10 +195,10 @@ class MaxComputeSource:
         if self._config.projects:  # GetRunningJobs has no project filter of its own
             wanted = set(self._config.projects)
             jobs = [j for j in jobs if j.project in wanted]
-        await self._observe("GetRunningJobs", jobs, skips)
+        await self._observe(quota, "GetRunningJobs", jobs, skips)
         return skips.fetched(RunningJobs(tuple(jobs)), pages, read[0])
 
-    def _snapshot_request(self, page: int, at: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _snapshot_request(self, page: int, at: int, quota: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
         cfg = self._config
         query: dict[str, Any] = {"pageNumber": page, "pageSize": SNAPSHOT_PAGE_SIZE, "region": cfg.region}
         if cfg.tenant_id:
@@ -185,22 +208,23 @@ class MaxComputeSource:
             body["projectList"] = list(cfg.projects)
         if cfg.owners:
             body["jobOwnerList"] = list(cfg.owners)
-        if len(cfg.quotas) == 1:  # the API filters on one quota only; several are filtered here
-            body["quotaNickname"] = cfg.quotas[0]
+        if quota:
+            body["quotaNickname"] = quota
         return query, body
 
-    async def snapshot(self) -> Fetched[JobSnapshot]:
-        """Returns the jobs present now (ListJobSnapshotInfos at `to` = now, all pages)."""
+    async def snapshot(self, quota: str | None = None) -> Fetched[JobSnapshot]:
+        """Returns the jobs present now in the source, or in one quota (ListJobSnapshotInfos at `to` = now, all
+        pages)."""
         at = int(self._clock())
         skips = Skips(self._config.max_label_length)
         snapshot_times: list[float] = []
         read = [0]
 
         async def page(n: int, after_send: Callable[[], None] | None) -> Callable[[], Page]:
-            query, body = self._snapshot_request(n, at)
+            query, body = self._snapshot_request(n, at, quota)
             decode = await self._caller.call_later(
                 "ListJobSnapshotInfos", "POST", "/api/v1/jobs/snapshot", query=query, body=body,
-                after_send=after_send,
+                api=_named("ListJobSnapshotInfos", quota), after_send=after_send,
             )
 
             def digest() -> Page:
@@ -218,9 +242,6 @@ class MaxComputeSource:
             workers=self._caller.concurrency,
         )
         jobs = unique(parsed, skips, key=INSTANCE_ID)
-        if len(self._config.quotas) > 1:
-            wanted = set(self._config.quotas)
-            jobs = [j for j in jobs if j.quota in wanted]
-        await self._observe("ListJobSnapshotInfos", jobs, skips)
+        await self._observe(quota, "ListJobSnapshotInfos", jobs, skips)
         snapshot_time = max(snapshot_times) if snapshot_times else None
-        return skips.fetched(JobSnapshot(tuple(jobs), snapshot_time), pages, read[0])
+        return skips.fetched(JobSnapshot(tuple(jobs), snapshot_time, quota), pages, read[0])

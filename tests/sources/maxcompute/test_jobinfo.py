@@ -80,9 +80,9 @@ async def test_a_job_that_left_is_counted_once_with_its_status() -> None:
     fake.running = ["b"]
     fake.finish("a", status="failed\n")
     await source.running_jobs()
-    first = await source.finished.poll()
+    first = await source.trackers[None].poll()
     assert finished(first) == {("p1", "q1", "SQL", "failed"): 1}
-    second = await source.finished.poll()
+    second = await source.trackers[None].poll()
     assert finished(second) == finished(first) and fake.info_calls == ["a"], "asked once, counted once"
 
 
@@ -94,8 +94,8 @@ async def test_flicker_in_and_out_of_the_running_list_counts_once() -> None:
         await source.running_jobs()
         if not running:
             fake.finish("a")  # each time it leaves, its info says finished: still only one finished job
-            await source.finished.poll()
-    result = await source.finished.poll()
+            await source.trackers[None].poll()
+    result = await source.trackers[None].poll()
     assert finished(result) == {("p1", "q1", "SQL", "terminated"): 1}
 
 
@@ -110,7 +110,7 @@ async def test_overlapping_rounds_do_not_double_count() -> None:
     for job in "abc":
         fake.finish(job)
     await source.running_jobs()
-    rounds = await asyncio.gather(source.finished.poll(), source.finished.poll())
+    rounds = await asyncio.gather(source.trackers[None].poll(), source.trackers[None].poll())
     assert sum(finished(rounds[-1]).values()) == 3
 
 
@@ -124,7 +124,7 @@ async def test_a_job_still_running_is_retried_then_given_up() -> None:
     await source.running_jobs()
     skipped = {}
     for _ in range(5):
-        fetched = await source.finished.poll()
+        fetched = await source.trackers[None].poll()
         skipped.update(fetched.skipped)
     assert fake.info_calls == ["a", "a", "a"]
     assert skipped == {"gave_up": 1} and finished(fetched) == {}
@@ -138,9 +138,9 @@ async def test_a_running_job_that_finishes_on_a_later_round_is_recorded() -> Non
     fake.running = []
     fake.info["a"] = {"instanceId": "a", "status": "running"}
     await source.running_jobs()
-    await source.finished.poll()
+    await source.trackers[None].poll()
     fake.finish("a")
-    assert finished(await source.finished.poll()) == {("p1", "q1", "SQL", "terminated"): 1}
+    assert finished(await source.trackers[None].poll()) == {("p1", "q1", "SQL", "terminated"): 1}
 
 
 async def test_object_not_exist_is_counted_and_not_asked_again() -> None:
@@ -150,8 +150,8 @@ async def test_object_not_exist_is_counted_and_not_asked_again() -> None:
     await source.running_jobs()
     fake.running = []
     await source.running_jobs()
-    first = await source.finished.poll()
-    await source.finished.poll()
+    first = await source.trackers[None].poll()
+    await source.trackers[None].poll()
     assert first.skipped == {"not_found": 1} and fake.info_calls == ["ghost"]
 
 
@@ -166,10 +166,10 @@ async def test_a_failing_call_marks_the_round_failed_and_keeps_the_job_queued() 
     fake.failing = {"b"}
     await source.running_jobs()
     with pytest.raises(PollError) as info:
-        await source.finished.poll()
+        await source.trackers[None].poll()
     assert info.value.reason == "server"
     fake.failing = set()
-    assert sum(finished(await source.finished.poll()).values()) == 2, "the job whose ask failed stayed queued"
+    assert sum(finished(await source.trackers[None].poll()).values()) == 2, "the job whose ask failed stayed queued"
 
 
 async def test_vendor_sample_units_and_diagnostics() -> None:
@@ -181,7 +181,7 @@ async def test_vendor_sample_units_and_diagnostics() -> None:
     fake.running = []
     fake.info[instance] = {**SAMPLE["data"], "status": "terminated"}
     await source.running_jobs()
-    tally = (await source.finished.poll()).result.tally
+    tally = (await source.trackers[None].poll()).result.tally
     group = ("dp_cdm_prod", "os_bigdata", "SQL")  # the sample's "SQL\n" is trimmed
     assert tally.counters["cpu_core_seconds"] == {group: 10 * 100}
     assert tally.counters["memory_byte_seconds"] == {group: 40 * 1024 * 1024}
@@ -243,8 +243,8 @@ async def test_a_job_whose_asks_always_fail_is_given_up_and_the_api_recovers() -
     await source.running_jobs()
     for _ in range(3):
         with pytest.raises(PollError):
-            await source.finished.poll()
-    recovered = await source.finished.poll()
+            await source.trackers[None].poll()
+    recovered = await source.trackers[None].poll()
     assert recovered.skipped == {"failed": 1}
     assert finished(recovered) == {("p1", "q1", "SQL", "terminated"): 1}
     assert fake.info_calls.count("locked") == 3
@@ -258,7 +258,7 @@ async def test_jobs_of_projects_not_configured_are_not_asked_about() -> None:
     fake.running = []
     fake.finish("a")
     await source.running_jobs()
-    await source.finished.poll()
+    await source.trackers[None].poll()
     assert fake.info_calls == []
 
 
@@ -269,7 +269,7 @@ async def test_a_listing_cut_short_by_the_page_limit_queues_nothing() -> None:
     await source.running_jobs()
     fake.running = [f"j{i}" for i in range(10, 40)]  # the first page now holds other jobs
     await source.running_jobs()
-    await source.finished.poll()
+    await source.trackers[None].poll()
     assert fake.info_calls == [], "jobs merely not read are not taken for finished"
 
 
@@ -285,7 +285,7 @@ async def test_an_outage_longer_than_the_attempts_loses_no_job() -> None:
     await source.running_jobs()
     for _ in range(6):
         with pytest.raises(PollError):
-            await source.finished.poll()
+            await source.trackers[None].poll()
     fake.failing = set()
-    recovered = await source.finished.poll()
+    recovered = await source.trackers[None].poll()
     assert sum(finished(recovered).values()) == 2 and recovered.skipped == {}

@@ -187,14 +187,24 @@ async def test_a_page_that_fails_its_digest_fails_the_poll_once_the_next_request
 
 async def test_query_carries_window_and_filters_as_one_comma_joined_value() -> None:
     api = FakeRunningJobs([])
-    source = make_source(api, quotas=["q1", "q 2"], owners=["ALIYUN$a@example.com"])
+    source = make_source(api, owners=["ALIYUN$a@example.com", "RAM$etl bot"])
     source._clock = lambda: NOW
     await source.running_jobs()
     params = api.requests[0].url.params
     assert params["to"] == str(NOW) and params["from"] == str(NOW - 7 * 86400)
-    assert params["quotaNicknameList"] == "q1,q 2"
-    assert params["jobOwnerList"] == "ALIYUN$a@example.com"
+    assert params["jobOwnerList"] == "ALIYUN$a@example.com,RAM$etl bot" and "quotaNicknameList" not in params
     assert "%20" in str(api.requests[0].url) and "+" not in str(api.requests[0].url)
+
+
+async def test_a_source_listing_quotas_polls_each_quota_as_a_unit_of_its_own() -> None:
+    api = FakeRunningJobs([])
+    source = make_source(api, quotas=["q1", "q 2"])
+    apis = {a.name: a for a in source.apis()}
+    assert sorted(apis) == ["GetJobInfo/q 2", "GetJobInfo/q1", "GetRunningJobs/q 2", "GetRunningJobs/q1",
+                            "ListJobSnapshotInfos/q 2", "ListJobSnapshotInfos/q1"]
+    assert {a.shard_unit for a in apis.values()} == {"quota/q1", "quota/q 2"}
+    await apis["GetRunningJobs/q 2"].fetch()
+    assert [r.url.params["quotaNicknameList"] for r in api.requests] == ["q 2"]
 
 
 async def test_a_job_moving_between_pages_is_counted_once() -> None:
@@ -243,7 +253,7 @@ async def test_snapshot_sample_converts_megabytes_to_bytes_and_keeps_ratios() ->
         requests.append(request)
         return httpx.Response(200, json=body)
 
-    fetched = await make_source(handler, projects=["projectA"], quotas=["quota_A"]).snapshot()
+    fetched = await make_source(handler, projects=["projectA"], quotas=["quota_A"]).snapshot("quota_A")
     (job,) = fetched.result.jobs
     assert job.job_type == "SQL"
     assert job.memory_usage_bytes == 409600 * 1024 * 1024
