@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -13,6 +14,7 @@ from exporter import __version__
 from exporter.config import ConfigError, ExporterConfig, check_credentials, load_config, parse_duration
 from exporter.connections import Limits, ListenError
 from exporter.logs import configure_logging
+from exporter.sharding import Shard, assignment_table
 from exporter.sources import KINDS
 from exporter.webconfig import load_web_config
 
@@ -61,6 +63,14 @@ def parser() -> argparse.ArgumentParser:
                    f"(default {DEFAULT_LIMITS.header_timeout:g}s)")
     p.add_argument("--web.enable-lifecycle", dest="enable_lifecycle", action="store_true",
                    help="serve POST /-/reload, which reads the config file again and applies it, as SIGHUP does")
+    p.add_argument("--shard", default=os.environ.get("CJE_SHARD"), metavar="N",
+                   help="this replica's shard, 0 to M-1: it polls only the units of work (a source's workspace, "
+                   "quota, ...) that hash to it (env CJE_SHARD; needs --total-shards)")
+    p.add_argument("--total-shards", dest="total_shards", default=os.environ.get("CJE_TOTAL_SHARDS"), metavar="M",
+                   help="how many shards split the units of work (env CJE_TOTAL_SHARDS; default 1: no sharding); "
+                   "with --config.check, prints which shard polls each unit")
+    p.add_argument("--pod", default=os.environ.get("CJE_POD_NAME"), metavar="NAME",
+                   help="a StatefulSet pod's name, such as cje-2: the shard is its ordinal (env CJE_POD_NAME)")
     p.add_argument("--log.format", dest="log_format", choices=("auto", "json", "console"), default="auto",
                    help="log format; auto is JSON unless stderr is a terminal")
     p.add_argument("--log.level", dest="log_level", choices=("debug", "info", "warning", "error"), default="info")
@@ -93,6 +103,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     limits = Limits(args.header_timeout, DEFAULT_LIMITS.idle_timeout, args.max_connections)
+    try:
+        shard = Shard.of(args.shard, args.total_shards, args.pod)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.demo and shard.total > 1:
+        print("error: --demo runs one exporter against a simulator of its own: shard a config's sources instead "
+              "(--config.file with --total-shards)", file=sys.stderr)
+        return 1
     if args.demo:
         from exporter.demo import run_demo
 
@@ -106,12 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = _load(args.config_file)
         parse_listen_address(args.listen)
-        exporter = build(config)
+        exporter = build(config, shard=shard)
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.config_check:
-        print(f"{args.config_file}: OK, {len(config.sources)} source(s)")
+        print(f"{args.config_file}: OK, {len(config.sources)} source(s), {len(exporter.store.units)} unit(s) of work")
+        if shard.total > 1:
+            print(assignment_table(exporter.store.units, shard.total))
         return 0
     return _run(serve(exporter, args.listen, args.telemetry_path, web=web, limits=limits,
                       load=lambda: _load(args.config_file), lifecycle=args.enable_lifecycle))

@@ -158,6 +158,18 @@ def source_row(info: SourceInfo, up: int, apis: int) -> str:
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>\n"
 
 
+def sharding(published: Publication) -> str:
+    """Returns what this replica polls: everything, or, as a shard, its units of work and whose the others are."""
+    shard, units = published.shard, published.units
+    if shard.total == 1:
+        return "<p>Sharding: none. Every source below is polled by this instance.</p>"
+    owned = [f"{s} {u}" for (s, u), polled in units.items() if polled]
+    listed = ", ".join(f"<code>{escape(u)}</code>" for u in owned) or "none"
+    return (f"<p>Sharding: shard {shard.ordinal} of {shard.total} (ordinals 0 to {shard.total - 1}). This shard "
+            f"polls {len(owned)} of the config's {len(units)} units of work: {listed}. The others are polled by the "
+            "other shards; <code>--config.check --total-shards N</code> prints the whole assignment.</p>")
+
+
 def table(name: str, headers: Iterable[str], rows: Iterable[str]) -> str:
     """Returns a table that scrolls sideways when a screen is a little narrow, and stacks its rows when it is a
     phone's."""
@@ -185,7 +197,7 @@ down</span>, {pending} pending. Runs read from the oldest to the newest. An API'
 metrics, <code>stale_after</code> after its last good poll.</p>
 {table("apis", API_HEADERS, (api_row(s, now) for s in states))}
 <h2>Sources</h2>
-<p>Sharding: none. Every source below is polled by this instance.</p>
+{sharding(published)}
 {table("sources", SOURCE_HEADERS, (source_row(i, up[i.source], apis[i.source]) for i in published.sources.values()))}
 <p class="quiet">Rendered {utc(now)}. Reload for newer figures; nothing on this page updates by itself.</p>
 </body></html>

@@ -65,7 +65,7 @@ class Poller:
         self._stopping = False
         self._running: set[asyncio.Task[Any]] = set()
         view = store.view(clock())
-        self.published = Publication(self._renderer.render(view), view.states, view.sources)
+        self.published = Publication(self._renderer.render(view), view.states, view.sources, view.shard, view.units)
 
     def set_targets(self, targets: Sequence[Target]) -> None:
         """Polls and renders `targets` from now on (a reload's): a poll still running for a target no longer among
@@ -139,7 +139,7 @@ class Poller:
             view = self.store.view(self._clock())
             # Ready means /metrics shows every API's first poll: the states published are the exposition's own.
             self.published = Publication(await asyncio.to_thread(self._renderer.render, view), view.states,
-                                         view.sources)
+                                         view.sources, view.shard, view.units)
 
     async def housekeeping(self) -> None:
         """Re-publishes between polls: an API's data that has just gone stale leaves /metrics, and the process'

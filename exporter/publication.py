@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from exporter.contract import SourceInfo
+from exporter.sharding import UNSHARDED, Shard
 from exporter.speed.gzip import Exposition
 from exporter.store import ApiState
 
 
 @dataclass(frozen=True, slots=True)
 class Publication:
-    """The exposition a scrape serves, each API's state as that exposition shows it (for `/` and `/-/ready`), and
-    each source's description by name (for `/`)."""
+    """The exposition a scrape serves, each API's state as that exposition shows it (for `/` and `/-/ready`), each
+    source's description by name, and this replica's shard with the config's units of work, whether it polls each
+    (for `/`)."""
 
     exposition: Exposition
     states: tuple[ApiState, ...]
     sources: Mapping[str, SourceInfo]
+    shard: Shard = UNSHARDED
+    units: Mapping[tuple[str, str], bool] = field(default_factory=dict)
 
     @property
     def polled(self) -> int:

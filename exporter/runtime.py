@@ -26,6 +26,7 @@ from exporter.credentials import Credentials
 from exporter.logs import add_secret_source
 from exporter.poller import Poller, Target, job_id, schedule, schedule_target
 from exporter.server import App
+from exporter.sharding import UNSHARDED, Shard
 from exporter.sources import KINDS
 from exporter.store import ConfigLoads, Store
 from exporter.webconfig import BasicAuth, WebConfig
@@ -56,6 +57,7 @@ class Exporter:
     transport: httpx.AsyncBaseTransport | None = None
     kinds: Mapping[str, Kind[Any]] = field(default_factory=lambda: KINDS)
     clock: Callable[[], float] = time.time
+    shard: Shard = UNSHARDED
 
     @property
     def sources(self) -> list[Source]:
@@ -70,8 +72,9 @@ class Exporter:
 
 def _open(store: Store, cfg: SourceConfig, credentials: Credentialer | None,
           transport: httpx.AsyncBaseTransport | None, kinds: Mapping[str, Kind[Any]],
-          clock: Callable[[], float]) -> Opened:
-    """Returns a source opened from its config, its APIs registered in the store."""
+          clock: Callable[[], float], shard: Shard) -> Opened:
+    """Returns a source opened from its config, the APIs of the units `shard` owns registered in the store and made
+    its targets, every unit registered with whether it is polled here."""
     provider: Callable[[], Credentials]
     if credentials:
         provider, keys = credentials(cfg), "given in-process (the demo's or a test's)"
@@ -84,23 +87,26 @@ def _open(store: Store, cfg: SourceConfig, credentials: Credentialer | None,
     info = SourceInfo.of(cfg, keys)
     targets = []
     for api in source.apis():
-        store.add_api(info, api.name, cfg.stale_after or 3 * api.interval, api.interval)
-        targets.append(Target(cfg.name, api))
+        polled = shard.owns(cfg.name, api.shard_unit)
+        store.add_unit(cfg.name, api.shard_unit, polled)
+        if polled:
+            store.add_api(info, api.name, cfg.stale_after or 3 * api.interval, api.interval)
+            targets.append(Target(cfg.name, api))
     return Opened(cfg, source, tuple(targets))
 
 
 def build(
     config: ExporterConfig, credentials: Credentialer | None = None,
     transport: httpx.AsyncBaseTransport | None = None, kinds: Mapping[str, Kind[Any]] = KINDS,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] = time.time, shard: Shard = UNSHARDED,
 ) -> Exporter:
-    """Returns the exporter for a config whose sources are of `kinds`; `credentials` and `transport` replace the
-    defaults in demo and tests, `clock` (UNIX seconds: what the polls, the signatures and staleness read) in tests
-    and the soak (benchmarks/soak.py)."""
-    store = Store()
-    opened = {cfg.name: _open(store, cfg, credentials, transport, kinds, clock) for cfg in config.sources}
+    """Returns the exporter for a config whose sources are of `kinds`, polling the units of work `shard` owns;
+    `credentials` and `transport` replace the defaults in demo and tests, `clock` (UNIX seconds: what the polls, the
+    signatures and staleness read) in tests and the soak (benchmarks/soak.py)."""
+    store = Store(shard)
+    opened = {cfg.name: _open(store, cfg, credentials, transport, kinds, clock, shard) for cfg in config.sources}
     poller = Poller(store, [t for o in opened.values() for t in o.targets], clock)
-    return Exporter(config, store, poller, opened, credentials, transport, kinds, clock)
+    return Exporter(config, store, poller, opened, credentials, transport, kinds, clock, shard)
 
 
 async def reload(exporter: Exporter, config: ExporterConfig, scheduler: AsyncIOScheduler | None = None) -> None:
@@ -118,7 +124,7 @@ async def reload(exporter: Exporter, config: ExporterConfig, scheduler: AsyncIOS
                 scheduler.remove_job(job_id(target))
     kept = {name: o for name, o in exporter.opened.items() if o not in closing}
     exporter.opened = {name: kept.get(name) or _open(store, cfg, exporter.credentials, exporter.transport,
-                                                     exporter.kinds, exporter.clock)
+                                                     exporter.kinds, exporter.clock, exporter.shard)
                        for name, cfg in wanted.items()}
     exporter.poller.set_targets([t for o in exporter.opened.values() for t in o.targets])
     if scheduler:

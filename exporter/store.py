@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from exporter.contract import Fetched, RequestCounter, SourceInfo
+from exporter.sharding import UNSHARDED, Shard
 from exporter.speed import hold
 from exporter.tally import FrozenTally, Tally
 
@@ -112,6 +113,8 @@ class View:
     requests: Mapping[tuple[str, str, str], int]
     durations: FrozenTally  # histogram `poll_duration` by (source, api)
     config: ConfigLoads
+    shard: Shard
+    units: Mapping[tuple[str, str], bool]  # every (source, unit) of the config: whether this shard polls it
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +129,9 @@ class ConfigLoads:
 class Store:
     """Holds the latest state of every API and the cumulative self-metric counters."""
 
-    def __init__(self) -> None:
+    def __init__(self, shard: Shard = UNSHARDED) -> None:
+        self.shard = shard
+        self.units: dict[tuple[str, str], bool] = {}
         self.config = ConfigLoads()
         self.states: dict[Key, ApiState] = {}
         self.sources: dict[str, SourceInfo] = {}
@@ -136,6 +141,10 @@ class Store:
         self.records_skipped: Counter[tuple[str, str, str]] = Counter()
         self.limits_reached: Counter[tuple[str, str, str]] = Counter()
         self.durations = Tally({"poll_duration": POLL_DURATION_BUCKETS})
+
+    def add_unit(self, source: str, unit: str, polled: bool) -> None:
+        """Registers a unit of work of the config, and whether this shard polls it."""
+        self.units[(source, unit)] = polled
 
     def add_api(self, info: SourceInfo, api: str, stale_after: float, interval: float | None = None) -> None:
         """Registers an API before its first poll."""
@@ -178,6 +187,7 @@ class Store:
         afresh, by a reload)."""
         self.sources.pop(source, None)
         self.request_counters.pop(source, None)
+        self.units = {k: v for k, v in self.units.items() if k[0] != source}
         self.states = {k: v for k, v in self.states.items() if k[0] != source}
         for counts in (self.poll_errors, self.polls_skipped, self.records_skipped, self.limits_reached):
             for key in [k for k in counts if k[0] == source]:
@@ -208,4 +218,6 @@ class Store:
             requests=requests,
             durations=self.durations.freeze(),
             config=self.config,
+            shard=self.shard,
+            units=dict(self.units),
         )

@@ -68,6 +68,7 @@ class ExporterCollector(Collector):
         yield _gauge("cloud_job_exporter_config_last_reload_success_timestamp_seconds",
                      "When the config file was last loaded and applied (UNIX seconds).", [],
                      [((), view.config.last_success)])
+        yield from _shard_metrics(view)
         yield _gauge("cloud_job_exporter_source_up", "1 if the last poll of this source's API succeeded, else 0.",
                      ["source", "kind", "api"],
                      [((s.source, s.kind, s.api), int(s.up)) for s in view.states if s.polls])
@@ -94,6 +95,21 @@ class ExporterCollector(Collector):
                        ["source", "api", "limit"], view.limits_reached)
         yield _gauge("cloud_job_exporter_job_series_dropped", "Jobs left out of the per-job series by max_job_series.",
                      ["source"], [((s,), n) for s, n in self._dropped.items()])
+
+
+def _shard_metrics(view: View) -> Iterator[Metric]:
+    """Yields this replica's place among the shards and, for every unit of work of the config, whether it polls it
+    (the rules in deploy/prometheus/alerts.yaml find a unit polled by no shard, or by two)."""
+    shard = view.shard
+    yield _gauge("cloud_job_exporter_shard_ordinal", "This replica's shard (0 when not sharded).", [],
+                 [((), shard.ordinal)])
+    yield _gauge("cloud_job_exporter_total_shards", "How many shards the units of work are split over (1: not "
+                 "sharded).", [], [((), shard.total)])
+    yield _gauge("cloud_job_exporter_shard_units", "Units of work this replica polls.", [],
+                 [((), sum(view.units.values()))])
+    yield _gauge("cloud_job_exporter_unit_polled", "1 if this replica polls the unit of work (a source's listing: "
+                 "a workspace, a quota), 0 if another shard does.", ["source", "unit", "shard"],
+                 [((source, unit, str(shard.ordinal)), int(polled)) for (source, unit), polled in view.units.items()])
 
 
 class SelfMetrics:
