@@ -87,9 +87,9 @@ def health(state: ApiState, now: float) -> str:
     if state.last_success is None:
         return f"{status}<br>no data yet"
     age = now - state.last_success
-    if age > state.stale_after:
-        return f'{status}<br><span class="down">data stale</span> for {span(age - state.stale_after)}, not served'
-    return f"{status}<br>data fresh, stale in {span(state.stale_after - age)}"
+    if age > state.keep_for:
+        return f'{status}<br><span class="down">data stale</span> for {span(age - state.keep_for)}, not served'
+    return f"{status}<br>data fresh, stale in {span(state.keep_for - age)}"
 
 
 @cache

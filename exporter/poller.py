@@ -7,6 +7,7 @@ asks, and every result, good or bad, is rendered off the event loop and swapped 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -21,10 +22,23 @@ from exporter.contract import Api, PollError
 from exporter.exposition.renderer import Renderer
 from exporter.logs import redact
 from exporter.publication import Publication
-from exporter.store import Key, Store
+from exporter.store import STRETCH, Key, Store
 
 log = structlog.get_logger("exporter.poller")
+
+
+class _OverlapCounted(logging.Filter):
+    """Drops APScheduler's warning for each run skipped because the last one still ran: the exporter counts those
+    (`polls_skipped_total{reason="overlap"}`) and says once why (`poll takes longer than its interval`), where
+    APScheduler would warn every interval for as long as a listing stays slow."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+logging.getLogger("apscheduler.scheduler").addFilter(_OverlapCounted())
 MAX_BACKOFF = 600.0
+STRETCH_MAX = 8  # a poll's time limit grows to at most this many times poll_time_limit
 MAX_MESSAGE, MAX_REQUEST_ID = 500, 100  # characters of a failure's message and request id kept for the status page
 HOUSEKEEPING_INTERVAL = 5.0
 
@@ -36,6 +50,16 @@ def poll_time_limit(interval: float, stale_after: float) -> float:
     Without a limit, a poll stuck in slow pages would hold `source_up` at its last value while its data went stale
     and every later run was skipped as an overlap."""
     return min(max(3 * interval, 60.0), stale_after)
+
+
+def stretched_limit(base: float, took: float | None, timeouts: int) -> float:
+    """Returns the time limit of an API's next poll: STRETCH times what its last good poll took, doubled for each poll
+    in a row that timed out, never under `base` nor over STRETCH_MAX times it.
+
+    A listing that has grown past its interval (100,000 jobs are 5,001 pages) gets the time it takes, and its data
+    stays served (`ApiState.keep_for`); a stuck one is still abandoned, later."""
+    grown = max(base, STRETCH * took if took else base) * 2 ** min(timeouts, STRETCH_MAX)
+    return min(grown, STRETCH_MAX * base)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +86,8 @@ class Poller:
         self._backoff_until: dict[Key, float] = {}
         self._throttled_in_a_row: dict[Key, int] = {}
         self._failing: dict[Key, str] = {}
+        self._timeouts: dict[Key, int] = {}  # polls in a row that ran out of time
+        self._slow: set[Key] = set()  # APIs whose last good poll took longer than their interval
         self._stopping = False
         self._running: set[asyncio.Task[Any]] = set()
         view = store.view(clock())
@@ -73,9 +99,10 @@ class Poller:
         self.targets = tuple(targets)
         self._renderer.set_apis({t.key: t.api for t in targets})
         keys = {t.key for t in targets}
-        for kept in (self._backoff_until, self._throttled_in_a_row, self._failing):
+        for kept in (self._backoff_until, self._throttled_in_a_row, self._failing, self._timeouts):
             for key in set(kept) - keys:
                 del kept[key]
+        self._slow &= keys
 
     async def poll_once(self, target: Target) -> None:
         """Polls one API once, unless it is backing off, and publishes the result."""
@@ -85,13 +112,16 @@ class Poller:
             await self.publish()
             return
         started = time.perf_counter()
-        limit = poll_time_limit(target.api.interval, self.store.states[key].stale_after)
+        state = self.store.states[key]
+        limit = stretched_limit(poll_time_limit(target.api.interval, state.stale_after), state.took,
+                                self._timeouts.get(key, 0))
         try:
             async with asyncio.timeout(limit):
                 fetched = await target.api.fetch()
         except PollError as exc:
             self._failed(target, exc, time.perf_counter() - started)
         except TimeoutError:
+            self._timeouts[key] = self._timeouts.get(key, 0) + 1
             self._failed(target, PollError("timeout", f"the poll took longer than {limit:g}s"),
                          time.perf_counter() - started)
         except Exception as exc:  # a bug, not a vendor failure: keep serving, say so loudly once
@@ -103,11 +133,27 @@ class Poller:
             duration = time.perf_counter() - started
             self.store.record_success(key, fetched, self._clock(), duration)
             self._throttled_in_a_row.pop(key, None)
+            self._timeouts.pop(key, None)
+            self._note_pace(target, duration)
             if self._failing.pop(key, None):
                 log.info("poll recovered", source=target.source, api=target.api.name)
             log.info("poll", source=target.source, api=target.api.name, pages=fetched.pages, jobs=fetched.records,
                      skipped=sum(fetched.skipped.values()), duration_seconds=round(duration, 3))
         await self.publish()
+
+    def _note_pace(self, target: Target, took: float) -> None:
+        """Logs once when an API's polls start taking longer than its interval, and once when they fit again."""
+        key, interval = target.key, target.api.interval
+        if took > interval and key not in self._slow:
+            self._slow.add(key)
+            log.warning("poll takes longer than its interval; polling at the pace it allows", source=target.source,
+                        api=target.api.name, interval_seconds=interval, duration_seconds=round(took, 3),
+                        every_seconds=self.store.states[key].cadence,
+                        fix="raise max_concurrency, list quotas and shard the source, or raise the interval")
+        elif took <= interval and key in self._slow:
+            self._slow.discard(key)
+            log.info("poll fits its interval again", source=target.source, api=target.api.name,
+                     interval_seconds=interval, duration_seconds=round(took, 3))
 
     def _failed(self, target: Target, exc: PollError, duration: float, crash: Exception | None = None) -> None:
         if target not in self.targets:  # a reload removed or replaced its source (and closed it) while it ran

@@ -20,6 +20,9 @@ from exporter.tally import FrozenTally, Tally
 
 POLL_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 HISTORY = 20  # scheduled runs kept per API, for the status page
+# A poll may take this many times what the last good one took (pages vary, so does the machine's load): the poller's
+# time limit, and how much longer than that data is kept.
+STRETCH = 3
 Key = tuple[str, str]  # (source, api)
 
 
@@ -57,6 +60,7 @@ class ApiState:
     last_poll_end: float | None = None
     last_duration: float | None = None
     last_success: float | None = None
+    took: float | None = None  # how long the last successful poll ran
     last_run: float | None = None  # when the last scheduled run (a poll or a skip) began
     backoff_until: float | None = None  # throttled: scheduled runs before this are skipped
     last_failure: Failure | None = None  # kept after the API recovers
@@ -74,9 +78,28 @@ class ApiState:
         """Returns the message of the failure the API is down with, None while it is up or not yet polled."""
         return self.last_failure.message if self.last_failure and not self.up else None
 
+    @property
+    def keep_for(self) -> float:
+        """Returns how long good data is served after the poll that got it: `stale_after`, or, for an API whose polls
+        take longer than that allows, an interval and the time the next poll is given (STRETCH times what the last
+        took): a listing that takes two minutes to read must not blink out of /metrics between two polls."""
+        if self.took is None:
+            return self.stale_after
+        return max(self.stale_after, (self.interval or 0.0) + STRETCH * self.took)
+
+    @property
+    def cadence(self) -> float | None:
+        """Returns the seconds between two polls as they run: the interval, or the whole number of intervals the last
+        poll took (the scheduled runs while it ran are skipped as overlap); None when the interval is unknown."""
+        if self.interval is None:
+            return None
+        if self.took is None or self.took <= self.interval:
+            return self.interval
+        return math.ceil(self.took / self.interval) * self.interval
+
     def fresh_data(self, now: float) -> Fetched[Any] | None:
-        """Returns the last good data unless it is older than `stale_after`."""
-        if self.data is None or self.last_success is None or now - self.last_success > self.stale_after:
+        """Returns the last good data unless it is older than `keep_for`."""
+        if self.data is None or self.last_success is None or now - self.last_success > self.keep_for:
             return None
         return self.data
 
@@ -157,7 +180,8 @@ class Store:
         state = self.states[key]
         self.states[key] = replace(
             state, polls=state.polls + 1, up=True, last_poll_end=end, last_duration=duration, last_success=end,
-            last_run=state.began(end - duration), backoff_until=None, history=state.ran(Run(end, "ok")), data=fetched,
+            took=duration, last_run=state.began(end - duration), backoff_until=None, history=state.ran(Run(end, "ok")),
+            data=fetched,
         )
         self.durations.observe("poll_duration", key, duration)
         for reason, n in fetched.skipped.items():

@@ -72,6 +72,9 @@ class ExporterCollector(Collector):
         yield _gauge("cloud_job_exporter_source_up", "1 if the last poll of this source's API succeeded, else 0.",
                      ["source", "kind", "api"],
                      [((s.source, s.kind, s.api), int(s.up)) for s in view.states if s.polls])
+        yield _gauge("cloud_job_exporter_poll_interval_seconds",
+                     "Seconds between two polls of the API: its interval, or the whole intervals its last poll took "
+                     "when that was longer.", ["source", "api"], [((s.source, s.api), s.cadence) for s in view.states])
         yield _gauge("cloud_job_exporter_last_success_timestamp_seconds",
                      "When the last successful poll of the API ended (UNIX seconds).", ["source", "api"],
                      [((s.source, s.api), s.last_success) for s in view.states])
