@@ -21,6 +21,7 @@ from .contract import ROOT
 
 CHART = ROOT / "helm" / "cloud-job-exporter"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+SHARDING = CHART / "ci" / "sharding-values.yaml"
 KUBERNETES_VERSION = "1.30.0"
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 HELM = os.environ.get("HELM") or shutil.which("helm")
@@ -64,6 +65,17 @@ def only(docs: tuple[dict, ...], kind: str) -> dict:
     return found[0]
 
 
+def workload(docs: tuple[dict, ...]) -> dict:
+    """The Deployment, or the StatefulSet when sharded: exactly one of them."""
+    found = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+    assert len(found) == 1, f"expected one Deployment or StatefulSet, got {[d['kind'] for d in found]}"
+    return found[0]
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    return selector.items() <= labels.items()
+
+
 def exporter_config(docs: tuple[dict, ...]) -> dict:
     config_maps = [d for d in docs if d["kind"] == "ConfigMap" and "config.yaml" in d.get("data", {})]
     assert len(config_maps) == 1
@@ -74,7 +86,7 @@ ids = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
 
 
 def test_ci_values_cover_the_cases() -> None:
-    assert {"default", "demo", "maxcompute", "emr", "dataarts", "monitors"} <= set(ids)
+    assert {"default", "demo", "maxcompute", "emr", "dataarts", "monitors", "sharding"} <= set(ids)
 
 
 def test_lint_defaults() -> None:
@@ -100,7 +112,7 @@ def test_manifests_match_kubernetes_schemas(values: Path) -> None:
 @pytest.mark.parametrize("values", CI_VALUES, ids=ids)
 def test_deployment_is_locked_down(values: Path) -> None:
     docs = render_file(values)
-    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    pod = workload(docs)["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] > 0
     (container,) = pod["containers"]
@@ -130,7 +142,7 @@ def test_secrets_stay_out_of_config_maps(values: Path) -> None:
 def test_config_uses_the_mounted_credentials(values: Path) -> None:
     docs = render_file(values)
     chart_values = yaml.safe_load(values.read_text())
-    container = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    container = workload(docs)["spec"]["template"]["spec"]["containers"][0]
     assert "--config.file=/etc/cloud-job-exporter/config/config.yaml" in container["args"]
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     config = exporter_config(docs)
@@ -224,6 +236,56 @@ def test_dashboards_for_the_grafana_sidecar() -> None:
             assert json.loads(text) == json.loads(shipped[name])
 
 
+def test_sharding_runs_a_statefulset_of_shards() -> None:
+    docs = render_file(SHARDING)
+    shards = yaml.safe_load(SHARDING.read_text())["sharding"]["replicas"]
+    assert not [d for d in docs if d["kind"] == "Deployment"]
+    statefulset = only(docs, "StatefulSet")
+    assert statefulset["spec"]["replicas"] == shards
+    assert statefulset["spec"]["podManagementPolicy"] == "Parallel"  # a lost shard comes back without waiting
+    service = only(docs, "Service")
+    assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
+    assert service["spec"]["clusterIP"] == "None"
+    # Each pod learns its name, hence its ordinal, from the downward API, and the number of shards from its args.
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["CJE_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "--pod=$(CJE_POD_NAME)" in container["args"]
+    assert f"--total-shards={shards}" in container["args"]
+    # The StatefulSet still gets the real sources' config and credentials, like the Deployment.
+    assert "--config.file=/etc/cloud-job-exporter/config/config.yaml" in container["args"]
+    assert {m["name"] for m in container["volumeMounts"]} >= {"config", "credentials"}
+
+
+def test_exporter_accepts_the_shard_args() -> None:
+    cli = pytest.importorskip("exporter.cli")
+    parser = cli.parser()
+    if "--total-shards" not in parser.format_help():
+        pytest.skip("the exporter has no --total-shards yet (sharding is being added to exporter/cli.py)")
+    statefulset = only(render_file(SHARDING), "StatefulSet")
+    args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
+    pod = f"{statefulset['metadata']['name']}-{statefulset['spec']['replicas'] - 1}"
+    parser.parse_args([a.replace("$(CJE_POD_NAME)", pod) for a in args])  # exits on an unknown flag
+
+
+def test_every_shard_is_scraped() -> None:
+    docs = render_file(SHARDING)
+    pod_labels = only(docs, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    monitor = only(docs, "ServiceMonitor")
+    selected = [
+        d
+        for d in docs
+        if d["kind"] == "Service" and selects(monitor["spec"]["selector"]["matchLabels"], d["metadata"]["labels"])
+    ]
+    # One Service, with an endpoint per pod: each shard is one target (a second Service would scrape it twice).
+    (service,) = selected
+    assert selects(service["spec"]["selector"], pod_labels)
+    assert service["spec"]["clusterIP"] == "None"
+    assert "obs" in monitor["spec"]["namespaceSelector"]["matchNames"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -239,8 +301,30 @@ def test_dashboards_for_the_grafana_sidecar() -> None:
         ),
         (["--set", "credentials.mode=vault"], "credentials.mode"),
         (["--set", "no_such_value=1"], "Additional property no_such_value is not allowed"),
+        (["--set", "sharding.shards=3"], "Additional property shards is not allowed"),
+        (["--set", "sharding.replicas=0"], "sharding.replicas: Must be greater than or equal to 1"),
+        (["--set-json", "sharding.replicas=1.5"], "sharding.replicas: Invalid type. Expected: integer"),
+        (
+            ["--set", "sharding.enabled=true", "--set", "replicaCount=2"],
+            "set the number of shards with sharding.replicas",
+        ),
+        (["--set", "sharding.enabled=true", "--set", "service.type=NodePort"], "needs service.type=ClusterIP"),
+        (["--set", "sharding.enabled=true", "--set", "fullnameOverride=" + "x" * 53], "longer than 52 characters"),
     ],
-    ids=["no-sources", "demo-and-sources", "no-alibaba-keys", "no-huawei-keys", "bad-mode", "unknown-value"],
+    ids=[
+        "no-sources",
+        "demo-and-sources",
+        "no-alibaba-keys",
+        "no-huawei-keys",
+        "bad-mode",
+        "unknown-value",
+        "unknown-sharding-value",
+        "no-shards",
+        "fraction-of-shards",
+        "shards-and-replica-count",
+        "headless-node-port",
+        "statefulset-name-too-long",
+    ],
 )
 def test_bad_values_are_refused(args: list[str], message: str) -> None:
     need(HELM is not None, "helm is not installed (.ci/helm-check installs it)")

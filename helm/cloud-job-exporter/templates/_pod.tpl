@@ -40,6 +40,10 @@ spec:
         - --web.listen-address=:{{ .Values.port }}
         - --log.format={{ .Values.log.format }}
         - --log.level={{ .Values.log.level }}
+        {{- if .Values.sharding.enabled }}
+        - --pod=$(CJE_POD_NAME)
+        - --total-shards={{ .Values.sharding.replicas }}
+        {{- end }}
         {{- range .Values.extraArgs }}
         - {{ . | quote }}
         {{- end }}
@@ -52,9 +56,18 @@ spec:
         - secretRef:
             name: {{ $secret }}
       {{- end }}
-      {{- with .Values.extraEnv }}
+      {{- if or .Values.sharding.enabled .Values.extraEnv }}
       env:
+        {{- if .Values.sharding.enabled }}
+        # The StatefulSet pod's name (<name>-<ordinal>): the exporter takes its shard from the ordinal.
+        - name: CJE_POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        {{- end }}
+        {{- with .Values.extraEnv }}
         {{- toYaml . | nindent 8 }}
+        {{- end }}
       {{- end }}
       livenessProbe:
         {{- toYaml .Values.livenessProbe | nindent 8 }}
