@@ -22,6 +22,7 @@ from .contract import ROOT
 CHART = ROOT / "helm" / "cloud-job-exporter"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 SHARDING = CHART / "ci" / "sharding-values.yaml"
+HA_PAIR = CHART / "ci" / "ha-pair-values.yaml"
 KUBERNETES_VERSION = "1.30.0"
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 HELM = os.environ.get("HELM") or shutil.which("helm")
@@ -86,7 +87,7 @@ ids = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
 
 
 def test_ci_values_cover_the_cases() -> None:
-    assert {"default", "demo", "maxcompute", "emr", "dataarts", "monitors", "sharding"} <= set(ids)
+    assert {"default", "demo", "maxcompute", "emr", "dataarts", "monitors", "sharding", "ha-pair"} <= set(ids)
 
 
 def test_lint_defaults() -> None:
@@ -284,6 +285,28 @@ def test_every_shard_is_scraped() -> None:
     assert "obs" in monitor["spec"]["namespaceSelector"]["matchNames"]
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+
+
+@pytest.mark.parametrize(
+    ("args", "budget"),
+    [
+        (("-f", str(SHARDING)), True),
+        (("-f", str(HA_PAIR)), True),
+        ((), False),
+        (("--set", "sharding.enabled=true", "--set", "sharding.replicas=1"), False),
+        (("-f", str(SHARDING), "--set", "podDisruptionBudget.enabled=false"), False),
+    ],
+    ids=["sharded", "ha-pair", "one-pod", "one-shard", "turned-off"],
+)
+def test_a_drain_stops_one_pod_at_a_time(args: tuple[str, ...], budget: bool) -> None:
+    docs = render(*args)
+    budgets = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    if not budget:
+        assert not budgets
+        return
+    (pdb,) = budgets
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert selects(pdb["spec"]["selector"]["matchLabels"], workload(docs)["spec"]["template"]["metadata"]["labels"])
 
 
 @pytest.mark.parametrize(
