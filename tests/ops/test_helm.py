@@ -77,6 +77,28 @@ def selects(selector: dict, labels: dict) -> bool:
     return selector.items() <= labels.items()
 
 
+@pytest.fixture(scope="module")
+def notes(tmp_path_factory: pytest.TempPathFactory):
+    """Renders NOTES.txt with the given helm arguments and returns its text.
+
+    `helm template` leaves NOTES.txt out and `helm install --dry-run` wants a cluster, so this renders a
+    copy of the chart in which NOTES.txt is a named template that a one-line manifest includes.
+    """
+    chart = tmp_path_factory.mktemp("chart") / CHART.name
+    shutil.copytree(CHART, chart)
+    text = (chart / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "NOTES.txt").unlink()
+    (chart / "templates" / "_notes.tpl").write_text('{{- define "test.notes" -}}\n' + text + "\n{{- end -}}\n")
+    (chart / "templates" / "notes.yaml").write_text('notes: {{ include "test.notes" . | toJson }}\n')
+
+    def render_notes(*args: str) -> str:
+        result = helm("template", "rel", str(chart), "--namespace", "obs", "--show-only", "templates/notes.yaml", *args)
+        assert result.returncode == 0, result.stderr
+        return yaml.safe_load(result.stdout)["notes"]
+
+    return render_notes
+
+
 def exporter_config(docs: tuple[dict, ...]) -> dict:
     config_maps = [d for d in docs if d["kind"] == "ConfigMap" and "config.yaml" in d.get("data", {})]
     assert len(config_maps) == 1
@@ -307,6 +329,34 @@ def test_a_drain_stops_one_pod_at_a_time(args: tuple[str, ...], budget: bool) ->
     (pdb,) = budgets
     assert pdb["spec"]["maxUnavailable"] == 1
     assert selects(pdb["spec"]["selector"]["matchLabels"], workload(docs)["spec"]["template"]["metadata"]["labels"])
+
+
+def test_notes_name_the_shards_and_the_assignment_check(notes) -> None:
+    text = notes("-f", str(SHARDING))
+    assert "SHARDED: 3 shards, the pods rel-cloud-job-exporter-0 to rel-cloud-job-exporter-2" in text
+    (command,) = [" ".join(line.split()) for line in text.replace("\\\n", " ").splitlines() if "--config.check" in line]
+    assert command == (
+        "kubectl -n obs exec rel-cloud-job-exporter-0 -- cloud-job-exporter --config.check"
+        " --config.file=/etc/cloud-job-exporter/config/config.yaml --total-shards=3"
+    )
+    assert "full copies" not in text
+
+
+def test_replicas_without_sharding_are_an_ha_pair(notes) -> None:
+    docs = render_file(HA_PAIR)
+    deployment = only(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert not [d for d in docs if d["kind"] == "StatefulSet"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith(("--pod", "--shard", "--total-shards"))]  # full copies
+    assert "clusterIP" not in only(docs, "Service")["spec"]
+    text = notes("-f", str(HA_PAIR))
+    assert "HA PAIR: 2 full copies" in text
+    assert "Every API is polled by each copy" in text
+    assert "max without (instance, pod)" in text
+    assert "set sharding.enabled=true" in text
+    assert "SHARDED" not in text
+    assert "full copies" not in notes()  # one pod: nothing to say
 
 
 @pytest.mark.parametrize(
