@@ -21,6 +21,8 @@ from .contract import ROOT
 
 CHART = ROOT / "helm" / "cloud-job-exporter"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+SHARDING = CHART / "ci" / "sharding-values.yaml"
+HA_PAIR = CHART / "ci" / "ha-pair-values.yaml"
 KUBERNETES_VERSION = "1.30.0"
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 HELM = os.environ.get("HELM") or shutil.which("helm")
@@ -64,6 +66,39 @@ def only(docs: tuple[dict, ...], kind: str) -> dict:
     return found[0]
 
 
+def workload(docs: tuple[dict, ...]) -> dict:
+    """The Deployment, or the StatefulSet when sharded: exactly one of them."""
+    found = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+    assert len(found) == 1, f"expected one Deployment or StatefulSet, got {[d['kind'] for d in found]}"
+    return found[0]
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    return selector.items() <= labels.items()
+
+
+@pytest.fixture(scope="module")
+def notes(tmp_path_factory: pytest.TempPathFactory):
+    """Renders NOTES.txt with the given helm arguments and returns its text.
+
+    `helm template` leaves NOTES.txt out and `helm install --dry-run` wants a cluster, so this renders a
+    copy of the chart in which NOTES.txt is a named template that a one-line manifest includes.
+    """
+    chart = tmp_path_factory.mktemp("chart") / CHART.name
+    shutil.copytree(CHART, chart)
+    text = (chart / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "NOTES.txt").unlink()
+    (chart / "templates" / "_notes.tpl").write_text('{{- define "test.notes" -}}\n' + text + "\n{{- end -}}\n")
+    (chart / "templates" / "notes.yaml").write_text('notes: {{ include "test.notes" . | toJson }}\n')
+
+    def render_notes(*args: str) -> str:
+        result = helm("template", "rel", str(chart), "--namespace", "obs", "--show-only", "templates/notes.yaml", *args)
+        assert result.returncode == 0, result.stderr
+        return yaml.safe_load(result.stdout)["notes"]
+
+    return render_notes
+
+
 def exporter_config(docs: tuple[dict, ...]) -> dict:
     config_maps = [d for d in docs if d["kind"] == "ConfigMap" and "config.yaml" in d.get("data", {})]
     assert len(config_maps) == 1
@@ -74,7 +109,7 @@ ids = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
 
 
 def test_ci_values_cover_the_cases() -> None:
-    assert {"default", "demo", "maxcompute", "emr", "dataarts", "monitors"} <= set(ids)
+    assert {"default", "demo", "maxcompute", "emr", "dataarts", "monitors", "sharding", "ha-pair"} <= set(ids)
 
 
 def test_lint_defaults() -> None:
@@ -100,7 +135,7 @@ def test_manifests_match_kubernetes_schemas(values: Path) -> None:
 @pytest.mark.parametrize("values", CI_VALUES, ids=ids)
 def test_deployment_is_locked_down(values: Path) -> None:
     docs = render_file(values)
-    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    pod = workload(docs)["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] > 0
     (container,) = pod["containers"]
@@ -130,7 +165,7 @@ def test_secrets_stay_out_of_config_maps(values: Path) -> None:
 def test_config_uses_the_mounted_credentials(values: Path) -> None:
     docs = render_file(values)
     chart_values = yaml.safe_load(values.read_text())
-    container = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    container = workload(docs)["spec"]["template"]["spec"]["containers"][0]
     assert "--config.file=/etc/cloud-job-exporter/config/config.yaml" in container["args"]
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     config = exporter_config(docs)
@@ -224,6 +259,106 @@ def test_dashboards_for_the_grafana_sidecar() -> None:
             assert json.loads(text) == json.loads(shipped[name])
 
 
+def test_sharding_runs_a_statefulset_of_shards() -> None:
+    docs = render_file(SHARDING)
+    shards = yaml.safe_load(SHARDING.read_text())["sharding"]["replicas"]
+    assert not [d for d in docs if d["kind"] == "Deployment"]
+    statefulset = only(docs, "StatefulSet")
+    assert statefulset["spec"]["replicas"] == shards
+    assert statefulset["spec"]["podManagementPolicy"] == "Parallel"  # a lost shard comes back without waiting
+    service = only(docs, "Service")
+    assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
+    assert service["spec"]["clusterIP"] == "None"
+    # Each pod learns its name, hence its ordinal, from the downward API, and the number of shards from its args.
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["CJE_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "--pod=$(CJE_POD_NAME)" in container["args"]
+    assert f"--total-shards={shards}" in container["args"]
+    # The StatefulSet still gets the real sources' config and credentials, like the Deployment.
+    assert "--config.file=/etc/cloud-job-exporter/config/config.yaml" in container["args"]
+    assert {m["name"] for m in container["volumeMounts"]} >= {"config", "credentials"}
+
+
+def test_exporter_accepts_the_shard_args() -> None:
+    cli = pytest.importorskip("exporter.cli")
+    parser = cli.parser()
+    if "--total-shards" not in parser.format_help():
+        pytest.skip("the exporter has no --total-shards yet (sharding is being added to exporter/cli.py)")
+    statefulset = only(render_file(SHARDING), "StatefulSet")
+    args = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
+    pod = f"{statefulset['metadata']['name']}-{statefulset['spec']['replicas'] - 1}"
+    parser.parse_args([a.replace("$(CJE_POD_NAME)", pod) for a in args])  # exits on an unknown flag
+
+
+def test_every_shard_is_scraped() -> None:
+    docs = render_file(SHARDING)
+    pod_labels = only(docs, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    monitor = only(docs, "ServiceMonitor")
+    selected = [
+        d
+        for d in docs
+        if d["kind"] == "Service" and selects(monitor["spec"]["selector"]["matchLabels"], d["metadata"]["labels"])
+    ]
+    # One Service, with an endpoint per pod: each shard is one target (a second Service would scrape it twice).
+    (service,) = selected
+    assert selects(service["spec"]["selector"], pod_labels)
+    assert service["spec"]["clusterIP"] == "None"
+    assert "obs" in monitor["spec"]["namespaceSelector"]["matchNames"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+
+
+@pytest.mark.parametrize(
+    ("args", "budget"),
+    [
+        (("-f", str(SHARDING)), True),
+        (("-f", str(HA_PAIR)), True),
+        ((), False),
+        (("--set", "sharding.enabled=true", "--set", "sharding.replicas=1"), False),
+        (("-f", str(SHARDING), "--set", "podDisruptionBudget.enabled=false"), False),
+    ],
+    ids=["sharded", "ha-pair", "one-pod", "one-shard", "turned-off"],
+)
+def test_a_drain_stops_one_pod_at_a_time(args: tuple[str, ...], budget: bool) -> None:
+    docs = render(*args)
+    budgets = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    if not budget:
+        assert not budgets
+        return
+    (pdb,) = budgets
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert selects(pdb["spec"]["selector"]["matchLabels"], workload(docs)["spec"]["template"]["metadata"]["labels"])
+
+
+def test_notes_name_the_shards_and_the_assignment_check(notes) -> None:
+    text = notes("-f", str(SHARDING))
+    assert "SHARDED: 3 shards, the pods rel-cloud-job-exporter-0 to rel-cloud-job-exporter-2" in text
+    (command,) = [" ".join(line.split()) for line in text.replace("\\\n", " ").splitlines() if "--config.check" in line]
+    assert command == (
+        "kubectl -n obs exec rel-cloud-job-exporter-0 -- cloud-job-exporter --config.check"
+        " --config.file=/etc/cloud-job-exporter/config/config.yaml --total-shards=3"
+    )
+    assert "full copies" not in text
+
+
+def test_replicas_without_sharding_are_an_ha_pair(notes) -> None:
+    docs = render_file(HA_PAIR)
+    deployment = only(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert not [d for d in docs if d["kind"] == "StatefulSet"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not [a for a in args if a.startswith(("--pod", "--shard", "--total-shards"))]  # full copies
+    assert "clusterIP" not in only(docs, "Service")["spec"]
+    text = notes("-f", str(HA_PAIR))
+    assert "HA PAIR: 2 full copies" in text
+    assert "Every API is polled by each copy" in text
+    assert "max without (instance, pod)" in text
+    assert "set sharding.enabled=true" in text
+    assert "SHARDED" not in text
+    assert "full copies" not in notes()  # one pod: nothing to say
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -239,8 +374,30 @@ def test_dashboards_for_the_grafana_sidecar() -> None:
         ),
         (["--set", "credentials.mode=vault"], "credentials.mode"),
         (["--set", "no_such_value=1"], "Additional property no_such_value is not allowed"),
+        (["--set", "sharding.shards=3"], "Additional property shards is not allowed"),
+        (["--set", "sharding.replicas=0"], "sharding.replicas: Must be greater than or equal to 1"),
+        (["--set-json", "sharding.replicas=1.5"], "sharding.replicas: Invalid type. Expected: integer"),
+        (
+            ["--set", "sharding.enabled=true", "--set", "replicaCount=2"],
+            "set the number of shards with sharding.replicas",
+        ),
+        (["--set", "sharding.enabled=true", "--set", "service.type=NodePort"], "needs service.type=ClusterIP"),
+        (["--set", "sharding.enabled=true", "--set", "fullnameOverride=" + "x" * 53], "longer than 52 characters"),
     ],
-    ids=["no-sources", "demo-and-sources", "no-alibaba-keys", "no-huawei-keys", "bad-mode", "unknown-value"],
+    ids=[
+        "no-sources",
+        "demo-and-sources",
+        "no-alibaba-keys",
+        "no-huawei-keys",
+        "bad-mode",
+        "unknown-value",
+        "unknown-sharding-value",
+        "no-shards",
+        "fraction-of-shards",
+        "shards-and-replica-count",
+        "headless-node-port",
+        "statefulset-name-too-long",
+    ],
 )
 def test_bad_values_are_refused(args: list[str], message: str) -> None:
     need(HELM is not None, "helm is not installed (.ci/helm-check installs it)")

@@ -37,6 +37,15 @@ app.kubernetes.io/part-of: cloud-job-exporter
 {{- end -}}
 {{- end -}}
 
+{{/* The Service's name: the release's full name, or <fullname>-headless for the sharded StatefulSet. */}}
+{{- define "cje.serviceName" -}}
+{{- if .Values.sharding.enabled -}}
+{{- printf "%s-headless" (include "cje.fullname" . | trunc 54 | trimSuffix "-") -}}
+{{- else -}}
+{{- include "cje.fullname" . -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "cje.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
@@ -93,6 +102,17 @@ security_token_file: {{ $dir }}/ALIBABA_CLOUD_SECURITY_TOKEN
 {{- end -}}
 {{- if and (not .Values.demo.enabled) (not .Values.config.sources) -}}
 {{- fail "config.sources is empty: list at least one source (see values.yaml), or set demo.enabled=true" -}}
+{{- end -}}
+{{- if .Values.sharding.enabled -}}
+{{- if gt (int .Values.replicaCount) 1 -}}
+{{- fail "sharding.enabled=true: set the number of shards with sharding.replicas; replicaCount is for full copies of an unsharded exporter" -}}
+{{- end -}}
+{{- if ne .Values.service.type "ClusterIP" -}}
+{{- fail (printf "sharding.enabled=true makes the Service headless, which needs service.type=ClusterIP (got %s)" .Values.service.type) -}}
+{{- end -}}
+{{- if gt (len (include "cje.fullname" .)) 52 -}}
+{{- fail (printf "sharding.enabled=true: the StatefulSet name %s is longer than 52 characters, too long for its pods' controller-revision-hash label; set fullnameOverride" (include "cje.fullname" .)) -}}
+{{- end -}}
 {{- end -}}
 {{- $c := .Values.credentials -}}
 {{- if not (has $c.mode (list "file" "env" "none")) -}}
