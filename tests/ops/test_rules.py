@@ -46,6 +46,41 @@ def test_promtool_unit_tests_pass() -> None:
     assert "SUCCESS" in result.stdout
 
 
+REPLICAS = ('instance="a", pod="cje-0"', 'instance="b", pod="cje-1"')
+
+
+def as_ha_pair(series: str) -> list[str]:
+    """The series as two identical replicas of the exporter would give it (a series that already names its
+    instance is a replica of its own, and stays as it is)."""
+    if "instance=" in series:
+        return [series]
+    name, _, labels = series.partition("{")
+    labels = labels.removesuffix("}").strip()
+    return [f"{name}{{{replica}{', ' + labels if labels else ''}}}" for replica in REPLICAS]
+
+
+@needs_promtool
+def test_promtool_unit_tests_pass_with_every_series_from_an_ha_pair(tmp_path) -> None:
+    """Every case of alerts_test.yaml with each input series duplicated into instance a and b: the same alerts,
+    with the same labels and values, fire and stay quiet (the rules take `max without (instance, pod)` first)."""
+    tests = yaml.safe_load(RULE_TESTS.read_text(encoding="utf-8"))
+    tests["rule_files"] = [str(RULES)]
+    duplicated = 0
+    for case in tests["tests"]:
+        pairs = []
+        for item in case["input_series"]:
+            copies = as_ha_pair(item["series"])
+            duplicated += len(copies) - 1
+            pairs += [{**item, "series": series} for series in copies]
+        case["input_series"] = pairs
+    assert duplicated >= 40
+    pair_tests = tmp_path / "alerts_test_ha_pair.yaml"
+    pair_tests.write_text(yaml.safe_dump(tests, sort_keys=False), encoding="utf-8")
+    result = run_promtool("test", "rules", str(pair_tests))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
 def test_every_alert_is_unit_tested_firing_and_not_firing() -> None:
     tests = yaml.safe_load(RULE_TESTS.read_text(encoding="utf-8"))["tests"]
     firing: set[str] = set()
