@@ -104,3 +104,25 @@ def undocumented_metrics(query: str) -> set[str]:
     documented = docs.read_text(encoding="utf-8")
     allowed = series_names()
     return {allowed[name] for name in metric_names_in(query) if name in allowed and allowed[name] not in documented}
+
+
+# Helm's replicaCount: 2 scrapes two identical exporters: every series arrives once per replica, differing only in
+# `instance` and `pod`. A query counts nothing twice when each selector is first aggregated over the replicas: the
+# max of each series (of its rate or increase, for counters), or an aggregation `by` labels that leave them out.
+REPLICA_SAFE = re.compile(
+    r"(?:max without \(instance, pod\) \((?:(?:rate|increase)\()?"
+    r"|max by \((?![^)]*\b(?:instance|pod)\b)[^)]*\) \("
+    r'|count_values\("\w+",)$'
+)
+
+
+def counted_per_replica(query: str) -> list[str]:
+    """The selectors in `query` (a PromQL expression) that are not aggregated over the replicas first, each with
+    the text before it: with two replicas scraped, these would count each series twice."""
+    plain = STRING_RE.sub(lambda m: '"' + "x" * (len(m.group()) - 2) + '"', query)  # same offsets, no names
+    found = []
+    for match in METRIC_RE.finditer(plain):
+        before = " ".join(plain[: match.start()].split())
+        if not REPLICA_SAFE.search(before):
+            found.append(f"...{before[-40:]}{match.group()}")
+    return found

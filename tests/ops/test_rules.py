@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from .contract import PENDING, ROOT, undocumented_metrics, unknown_metrics
+from .contract import PENDING, ROOT, counted_per_replica, undocumented_metrics, unknown_metrics
 
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yaml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "alerts_test.yaml"
@@ -120,6 +120,11 @@ def test_alert_is_documented(rule: dict) -> None:
 def test_alert_queries_contract_metrics(rule: dict) -> None:
     assert unknown_metrics(rule["expr"]) == set()
     assert undocumented_metrics(rule["expr"]) - PENDING == set(), "not in docs/metrics.md"
+
+
+@pytest.mark.parametrize("rule", alerting_rules(), ids=lambda rule: rule["alert"])
+def test_alert_counts_an_ha_pair_once(rule: dict) -> None:
+    assert counted_per_replica(rule["expr"]) == [], "aggregate over the replicas first: max without (instance, pod)"
 
 
 def test_chart_carries_the_same_rules() -> None:
