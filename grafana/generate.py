@@ -24,6 +24,11 @@ OUT_DIRS = [ROOT / "grafana" / "dashboards", ROOT / "helm" / "cloud-job-exporter
 DS = {"type": "prometheus", "uid": "${datasource}"}
 TAGS = ["cloud-job-exporter"]
 RATE = "$__rate_interval"
+# Helm's replicaCount: 2 runs identical copies of the exporter, each scraped as a target of its own: every series
+# arrives once per replica, differing only in `instance` and `pod`. Every query takes the max over the replicas of
+# each series first (of each series' rate, for counters and histogram buckets), then aggregates, so that a pair
+# answers as one exporter does and counts nothing twice (tests/e2e/test_ha_pair.py compares the two).
+ONE = "max without (instance, pod) "
 
 
 # --- panels -------------------------------------------------------------------------------------
@@ -167,7 +172,7 @@ def quantiles(metric: str, sel: str, by: str, unit: str, title: str, description
     """p50/p90/p99 of a cumulative histogram over the rate window."""
     tgts = [
         target(
-            f"histogram_quantile({q}, sum by ({by}, le) (rate({metric}_bucket{{{sel}}}[{RATE}])))",
+            f"histogram_quantile({q}, sum by ({by}, le) ({ONE}(rate({metric}_bucket{{{sel}}}[{RATE}]))))",
             f"p{int(q * 100)} {{{{{by}}}}}",
             ref=chr(ord("A") + i),
         )
@@ -305,20 +310,20 @@ def overview() -> dict:
         stat(
             "APIs up",
             "Polled vendor APIs whose last poll succeeded.",
-            [target(f"sum(cloud_job_exporter_source_up{{{s}}})")],
+            [target(f"sum({ONE}(cloud_job_exporter_source_up{{{s}}}))")],
             w=6,
         ),
         stat(
             "APIs down",
             "Polled vendor APIs whose last poll failed.",
-            [target(f"count(cloud_job_exporter_source_up{{{s}}} == 0) or vector(0)")],
+            [target(f"count({ONE}(cloud_job_exporter_source_up{{{s}}}) == 0) or vector(0)")],
             w=6,
             thresholds=[(None, "green"), (1, "red")],
         ),
         stat(
             "Oldest data",
             "Age of the oldest last successful poll across the selected sources.",
-            [target(f"max(time() - cloud_job_exporter_last_success_timestamp_seconds{{{s}}})")],
+            [target(f"max(time() - {ONE}(cloud_job_exporter_last_success_timestamp_seconds{{{s}}}))")],
             "s",
             w=6,
             thresholds=[(None, "green"), (300, "orange"), (900, "red")],
@@ -326,14 +331,14 @@ def overview() -> dict:
         stat(
             "Per-job series dropped",
             "Jobs left out of the per-job series by max_job_series.",
-            [target(f"sum(cloud_job_exporter_job_series_dropped{{{s}}}) or vector(0)")],
+            [target(f"sum({ONE}(cloud_job_exporter_job_series_dropped{{{s}}})) or vector(0)")],
             w=6,
             thresholds=[(None, "green"), (1, "orange")],
         ),
         table(
             "Sources",
             "1 if the last poll of the API succeeded.",
-            f"cloud_job_exporter_source_up{{{s}}}",
+            f"{ONE}(cloud_job_exporter_source_up{{{s}}})",
             w=12,
             hide=["job", "instance"],
         ),
@@ -341,7 +346,7 @@ def overview() -> dict:
             "Staleness",
             "Seconds since the last successful poll of each API "
             "(time() - cloud_job_exporter_last_success_timestamp_seconds).",
-            [target(f"time() - cloud_job_exporter_last_success_timestamp_seconds{{{s}}}", "{{source}} {{api}}")],
+            [target(f"time() - {ONE}(cloud_job_exporter_last_success_timestamp_seconds{{{s}}})", "{{source}} {{api}}")],
             "s",
         ),
         row("Polls"),
@@ -351,14 +356,15 @@ def overview() -> dict:
             "source, api",
             "s",
             "Poll duration",
-            "Wall time of one poll (all pages), quantiles over the rate window.",
+            "Wall time of one poll (all pages), quantiles over the rate window, per replica.",
         ),
         timeseries(
             "Polls per second",
-            "Polls finished per second, successful or not.",
+            "Polls finished per second, successful or not, per replica (replicas poll on their own).",
             [
                 target(
-                    f"sum by (source, api) (rate(cloud_job_exporter_poll_duration_seconds_count{{{s}}}[{RATE}]))",
+                    f"sum by (source, api) "
+                    f"({ONE}(rate(cloud_job_exporter_poll_duration_seconds_count{{{s}}}[{RATE}])))",
                     "{{source}} {{api}}",
                 )
             ],
@@ -366,10 +372,11 @@ def overview() -> dict:
         ),
         timeseries(
             "API errors by reason",
-            "Failed polls per second by reason (timeout, connection, throttled, auth, server, client, bad_response).",
+            "Failed polls per second by reason (timeout, connection, throttled, auth, server, client, bad_response), "
+            "per replica.",
             [
                 target(
-                    f"sum by (source, api, reason) (rate(cloud_job_exporter_poll_errors_total{{{s}}}[{RATE}]))",
+                    f"sum by (source, api, reason) ({ONE}(rate(cloud_job_exporter_poll_errors_total{{{s}}}[{RATE}])))",
                     "{{source}} {{api}} {{reason}}",
                 )
             ],
@@ -378,10 +385,11 @@ def overview() -> dict:
         ),
         timeseries(
             "API requests by status code",
-            "HTTP requests to the vendor APIs per second, by status code (`error`: no response).",
+            "HTTP requests to the vendor APIs per second, by status code (`error`: no response), per replica: "
+            "two replicas send twice as many.",
             [
                 target(
-                    f"sum by (source, api, code) (rate(cloud_job_exporter_api_requests_total{{{s}}}[{RATE}]))",
+                    f"sum by (source, api, code) ({ONE}(rate(cloud_job_exporter_api_requests_total{{{s}}}[{RATE}])))",
                     "{{source}} {{api}} {{code}}",
                 )
             ],
@@ -389,7 +397,12 @@ def overview() -> dict:
             stack=True,
         ),
         table(
-            "Build", "Exporter version and Python version.", "cloud_job_exporter_build_info", w=24, h=4, hide=["Value"]
+            "Build",
+            "Exporter version and Python version (each once, however many replicas run it).",
+            f"{ONE}(cloud_job_exporter_build_info)",
+            w=24,
+            h=4,
+            hide=["Value"],
         ),
     ]
     return dashboard(
@@ -417,58 +430,58 @@ def maxcompute() -> dict:
         timeseries(
             "Running jobs by quota",
             "Jobs in the running set, by quota.",
-            [target(f"sum by (quota) (maxcompute_running_jobs{{{pq}}})", "{{quota}}")],
+            [target(f"sum by (quota) ({ONE}(maxcompute_running_jobs{{{pq}}}))", "{{quota}}")],
             stack=True,
         ),
         timeseries(
             "Running jobs by project",
             "Jobs in the running set, by project.",
-            [target(f"sum by (project) (maxcompute_running_jobs{{{pq}}})", "{{project}}")],
+            [target(f"sum by (project) ({ONE}(maxcompute_running_jobs{{{pq}}}))", "{{project}}")],
             stack=True,
         ),
         timeseries(
             "Quota CU snapshot ratio",
             "Sum of the running jobs' cuSnapshot: the share of the quota's CU they hold (1 = full).",
-            [target(f"maxcompute_quota_cu_snapshot_ratio{{{q}}}", "{{quota}}")],
+            [target(f"{ONE}(maxcompute_quota_cu_snapshot_ratio{{{q}}})", "{{quota}}")],
             "percentunit",
         ),
         timeseries(
             "Quota memory snapshot ratio",
             "Sum of the running jobs' memorySnapshot: the share of the quota's memory they hold (1 = full).",
-            [target(f"maxcompute_quota_memory_snapshot_ratio{{{q}}}", "{{quota}}")],
+            [target(f"{ONE}(maxcompute_quota_memory_snapshot_ratio{{{q}}})", "{{quota}}")],
             "percentunit",
         ),
         table(
             "Top jobs by CU",
             "The 10 running jobs holding the largest share of their quota's CU (per-job tier).",
-            f"topk(10, maxcompute_running_job_cu_snapshot_ratio{{{pq}}})",
+            f"topk(10, {ONE}(maxcompute_running_job_cu_snapshot_ratio{{{pq}}}))",
             "percentunit",
         ),
         table(
             "Longest running jobs",
             "The 10 running jobs that started longest ago (per-job tier).",
-            f"topk(10, time() - maxcompute_running_job_started_timestamp_seconds{{{pq}}})",
+            f"topk(10, time() - {ONE}(maxcompute_running_job_started_timestamp_seconds{{{pq}}}))",
             "s",
         ),
         row("Job snapshot (ListJobSnapshotInfos)"),
         timeseries(
             "Jobs by type",
             "Jobs present at the snapshot, by job type.",
-            [target(f"sum by (job_type) (maxcompute_snapshot_jobs{{{pq}}})", "{{job_type}}")],
+            [target(f"sum by (job_type) ({ONE}(maxcompute_snapshot_jobs{{{pq}}}))", "{{job_type}}")],
             stack=True,
         ),
         timeseries(
             "Snapshot age",
             "Seconds since the snapshotTime of the last snapshot read.",
-            [target(f"time() - maxcompute_snapshot_timestamp_seconds{{{base}}}", "{{source}}")],
+            [target(f"time() - {ONE}(maxcompute_snapshot_timestamp_seconds{{{base}}})", "{{source}}")],
             "s",
         ),
         timeseries(
             "CPU usage against request",
             "Sum of the jobs' CPU use and CPU requests at the snapshot, in cores.",
             targets(
-                (f"sum by (quota) (maxcompute_snapshot_cpu_usage_cores{{{pq}}})", "usage {{quota}}"),
-                (f"sum by (quota) (maxcompute_snapshot_cpu_request_cores{{{pq}}})", "request {{quota}}"),
+                (f"sum by (quota) ({ONE}(maxcompute_snapshot_cpu_usage_cores{{{pq}}}))", "usage {{quota}}"),
+                (f"sum by (quota) ({ONE}(maxcompute_snapshot_cpu_request_cores{{{pq}}}))", "request {{quota}}"),
             ),
             "short",
         ),
@@ -476,8 +489,8 @@ def maxcompute() -> dict:
             "Memory usage against request",
             "Sum of the jobs' memory use and memory requests at the snapshot.",
             targets(
-                (f"sum by (quota) (maxcompute_snapshot_memory_usage_bytes{{{pq}}})", "usage {{quota}}"),
-                (f"sum by (quota) (maxcompute_snapshot_memory_request_bytes{{{pq}}})", "request {{quota}}"),
+                (f"sum by (quota) ({ONE}(maxcompute_snapshot_memory_usage_bytes{{{pq}}}))", "usage {{quota}}"),
+                (f"sum by (quota) ({ONE}(maxcompute_snapshot_memory_request_bytes{{{pq}}}))", "request {{quota}}"),
             ),
             "bytes",
         ),
@@ -485,7 +498,7 @@ def maxcompute() -> dict:
             "Waiting time distribution",
             "How long the jobs present at the snapshot have waited for resources "
             "(gauge histogram maxcompute_snapshot_job_waiting_seconds).",
-            f"sum by (le) (maxcompute_snapshot_job_waiting_seconds_bucket{{{q}}})",
+            f"sum by (le) ({ONE}(maxcompute_snapshot_job_waiting_seconds_bucket{{{q}}}))",
             "s",
         ),
         timeseries(
@@ -493,8 +506,9 @@ def maxcompute() -> dict:
             "Jobs at the snapshot that waited more than 1800 s, by quota (the MaxComputeJobsWaitingTooLong alert).",
             [
                 target(
-                    f'sum by (quota) (maxcompute_snapshot_job_waiting_seconds_bucket{{{q}, le="+Inf"}}) - '
-                    f'sum by (quota) (maxcompute_snapshot_job_waiting_seconds_bucket{{{q}, le=~"1800(\\\\.0)?"}})',
+                    f'sum by (quota) ({ONE}(maxcompute_snapshot_job_waiting_seconds_bucket{{{q}, le="+Inf"}})) - '
+                    f"sum by (quota) "
+                    f'({ONE}(maxcompute_snapshot_job_waiting_seconds_bucket{{{q}, le=~"1800(\\\\.0)?"}}))',
                     "{{quota}}",
                 )
             ],
@@ -503,25 +517,25 @@ def maxcompute() -> dict:
             "CPU usage to request distribution",
             "Each present job's CPU use over its request "
             "(gauge histogram maxcompute_snapshot_job_cpu_usage_to_request_ratio).",
-            f"sum by (le) (maxcompute_snapshot_job_cpu_usage_to_request_ratio_bucket{{{q}}})",
+            f"sum by (le) ({ONE}(maxcompute_snapshot_job_cpu_usage_to_request_ratio_bucket{{{q}}}))",
             "percentunit",
         ),
         table(
             "Top jobs by CPU use",
             "The 10 jobs using the most CPU at the snapshot (per-job tier).",
-            f"topk(10, maxcompute_job_cpu_usage_cores{{{pq}}})",
+            f"topk(10, {ONE}(maxcompute_job_cpu_usage_cores{{{pq}}}))",
         ),
         table(
             "Longest waiting jobs",
             "The 10 jobs that waited longest for resources at the snapshot (per-job tier).",
-            f"topk(10, maxcompute_job_waiting_seconds{{{pq}}})",
+            f"topk(10, {ONE}(maxcompute_job_waiting_seconds{{{pq}}}))",
             "s",
         ),
         row("Finished jobs (GetJobInfo)"),
         timeseries(
             "Finished jobs by status",
             "Jobs that left the running set, per second, by final status.",
-            [target(f"sum by (status) (rate(maxcompute_jobs_finished_total{{{pq}}}[{RATE}]))", "{{status}}")],
+            [target(f"sum by (status) ({ONE}(rate(maxcompute_jobs_finished_total{{{pq}}}[{RATE}])))", "{{status}}")],
             "ops",
             stack=True,
         ),
@@ -530,9 +544,9 @@ def maxcompute() -> dict:
             "Share of the finished jobs whose status is failed.",
             [
                 target(
-                    f"(sum by (project) (rate(maxcompute_jobs_finished_total{{{pq}, {failed}}}[{RATE}])) "
-                    f"or 0 * sum by (project) (rate(maxcompute_jobs_finished_total{{{pq}}}[{RATE}]))) / "
-                    f"sum by (project) (rate(maxcompute_jobs_finished_total{{{pq}}}[{RATE}]))",
+                    f"(sum by (project) ({ONE}(rate(maxcompute_jobs_finished_total{{{pq}, {failed}}}[{RATE}]))) "
+                    f"or 0 * sum by (project) ({ONE}(rate(maxcompute_jobs_finished_total{{{pq}}}[{RATE}])))) / "
+                    f"sum by (project) ({ONE}(rate(maxcompute_jobs_finished_total{{{pq}}}[{RATE}])))",
                     "{{project}}",
                 )
             ],
@@ -558,7 +572,12 @@ def maxcompute() -> dict:
         timeseries(
             "CPU used by finished jobs",
             "Core-seconds of finished jobs per second (cuUsage), by project.",
-            [target(f"sum by (project) (rate(maxcompute_job_cpu_core_seconds_total{{{pq}}}[{RATE}]))", "{{project}}")],
+            [
+                target(
+                    f"sum by (project) ({ONE}(rate(maxcompute_job_cpu_core_seconds_total{{{pq}}}[{RATE}])))",
+                    "{{project}}",
+                )
+            ],
             "short",
             stack=True,
         ),
@@ -567,7 +586,8 @@ def maxcompute() -> dict:
             "Byte-seconds of finished jobs per second (memoryUsage), by project.",
             [
                 target(
-                    f"sum by (project) (rate(maxcompute_job_memory_byte_seconds_total{{{pq}}}[{RATE}]))", "{{project}}"
+                    f"sum by (project) ({ONE}(rate(maxcompute_job_memory_byte_seconds_total{{{pq}}}[{RATE}])))",
+                    "{{project}}",
                 )
             ],
             "bytes",
@@ -576,7 +596,12 @@ def maxcompute() -> dict:
         timeseries(
             "Input scanned by finished jobs",
             "Bytes scanned by finished jobs per second, by project.",
-            [target(f"sum by (project) (rate(maxcompute_job_input_bytes_total{{{pq}}}[{RATE}]))", "{{project}}")],
+            [
+                target(
+                    f"sum by (project) ({ONE}(rate(maxcompute_job_input_bytes_total{{{pq}}}[{RATE}])))",
+                    "{{project}}",
+                )
+            ],
             "Bps",
             stack=True,
         ),
@@ -586,7 +611,7 @@ def maxcompute() -> dict:
             "(LackResource: the job was short of resources).",
             [
                 target(
-                    f"sum by (scene, severity) (rate(maxcompute_job_diagnostics_total{{{pq}}}[{RATE}]))",
+                    f"sum by (scene, severity) ({ONE}(rate(maxcompute_job_diagnostics_total{{{pq}}}[{RATE}])))",
                     "{{scene}} ({{severity}})",
                 )
             ],
@@ -617,32 +642,32 @@ def emr() -> dict:
         timeseries(
             "Active runs by state",
             "Job runs in Submitted, Pending, Running or Cancelling.",
-            [target(f"sum by (state) (emr_spark_job_runs{{{sel}}})", "{{state}}")],
+            [target(f"sum by (state) ({ONE}(emr_spark_job_runs{{{sel}}}))", "{{state}}")],
             stack=True,
         ),
         timeseries(
             "Active runs by queue",
             "Active job runs by workspace and queue.",
-            [target(f"sum by (workspace, queue) (emr_spark_job_runs{{{sel}}})", "{{workspace}} {{queue}}")],
+            [target(f"sum by (workspace, queue) ({ONE}(emr_spark_job_runs{{{sel}}}))", "{{workspace}} {{queue}}")],
             stack=True,
         ),
         timeseries(
             "Active runs by code type",
             "Active job runs by code type (SQL, JAR, PYTHON, ...).",
-            [target(f"sum by (code_type) (emr_spark_job_runs{{{sel}}})", "{{code_type}}")],
+            [target(f"sum by (code_type) ({ONE}(emr_spark_job_runs{{{sel}}}))", "{{code_type}}")],
             stack=True,
         ),
         table(
             "Oldest active runs",
             "The 10 active runs submitted longest ago (per-job tier).",
-            f"topk(10, time() - emr_spark_job_run_submitted_timestamp_seconds{{{sel}}})",
+            f"topk(10, time() - {ONE}(emr_spark_job_run_submitted_timestamp_seconds{{{sel}}}))",
             "s",
         ),
         row("Finished runs"),
         timeseries(
             "Finished runs by state",
             "Runs that ended, per second, by final state.",
-            [target(f"sum by (state) (rate(emr_spark_job_runs_finished_total{{{sel}}}[{RATE}]))", "{{state}}")],
+            [target(f"sum by (state) ({ONE}(rate(emr_spark_job_runs_finished_total{{{sel}}}[{RATE}])))", "{{state}}")],
             "ops",
             stack=True,
         ),
@@ -651,10 +676,10 @@ def emr() -> dict:
             "Share of the ended runs whose state is Failed.",
             [
                 target(
-                    f'(sum by (workspace, queue) (rate(emr_spark_job_runs_finished_total{{{sel}, state="Failed"}}'
-                    f"[{RATE}])) or 0 * sum by (workspace, queue) (rate(emr_spark_job_runs_finished_total{{{sel}}}"
-                    f"[{RATE}]))) / sum by (workspace, queue) (rate(emr_spark_job_runs_finished_total{{{sel}}}"
-                    f"[{RATE}]))",
+                    f"(sum by (workspace, queue) ({ONE}(rate(emr_spark_job_runs_finished_total"
+                    f'{{{sel}, state="Failed"}}[{RATE}]))) or 0 * sum by (workspace, queue) '
+                    f"({ONE}(rate(emr_spark_job_runs_finished_total{{{sel}}}[{RATE}])))) / sum by (workspace, queue) "
+                    f"({ONE}(rate(emr_spark_job_runs_finished_total{{{sel}}}[{RATE}])))",
                     "{{workspace}} {{queue}}",
                 )
             ],
@@ -674,7 +699,7 @@ def emr() -> dict:
             "vCore-seconds of ended runs per second, by queue.",
             [
                 target(
-                    f"sum by (workspace, queue) (rate(emr_spark_job_run_vcore_seconds_total{{{sel}}}[{RATE}]))",
+                    f"sum by (workspace, queue) ({ONE}(rate(emr_spark_job_run_vcore_seconds_total{{{sel}}}[{RATE}])))",
                     "{{workspace}} {{queue}}",
                 )
             ],
@@ -686,7 +711,8 @@ def emr() -> dict:
             "Byte-seconds of ended runs per second, by queue.",
             [
                 target(
-                    f"sum by (workspace, queue) (rate(emr_spark_job_run_memory_byte_seconds_total{{{sel}}}[{RATE}]))",
+                    f"sum by (workspace, queue) "
+                    f"({ONE}(rate(emr_spark_job_run_memory_byte_seconds_total{{{sel}}}[{RATE}])))",
                     "{{workspace}} {{queue}}",
                 )
             ],
@@ -698,7 +724,7 @@ def emr() -> dict:
             "CU-seconds of ended runs per second (cuHours x 3600), by queue: the CUs they held on average.",
             [
                 target(
-                    f"sum by (workspace, queue) (rate(emr_spark_job_run_cu_seconds_total{{{sel}}}[{RATE}]))",
+                    f"sum by (workspace, queue) ({ONE}(rate(emr_spark_job_run_cu_seconds_total{{{sel}}}[{RATE}])))",
                     "{{workspace}} {{queue}}",
                 )
             ],
@@ -729,7 +755,7 @@ def dataarts() -> dict:
         stat(
             "Real-time jobs in EXCEPTION",
             "Real-time jobs whose status is EXCEPTION.",
-            [target(f'sum(dataarts_jobs{{{sel}, job_type="REAL_TIME", status="EXCEPTION"}}) or vector(0)')],
+            [target(f'sum({ONE}(dataarts_jobs{{{sel}, job_type="REAL_TIME", status="EXCEPTION"}})) or vector(0)')],
             w=8,
             thresholds=[(None, "green"), (1, "red")],
         ),
@@ -738,7 +764,7 @@ def dataarts() -> dict:
             "Batch jobs whose last instance ended in fail or running-exception (per-job tier).",
             [
                 target(
-                    f'count(dataarts_job_last_instance_status{{{sel}, status=~"fail|running-exception"}} == 1) '
+                    f'count({ONE}(dataarts_job_last_instance_status{{{sel}, status=~"fail|running-exception"}}) == 1) '
                     "or vector(0)"
                 )
             ],
@@ -748,45 +774,45 @@ def dataarts() -> dict:
         stat(
             "Batch jobs not scheduling",
             "Batch jobs whose status is not SCHEDULING (STOPPED, PAUSED).",
-            [target(f'sum(dataarts_jobs{{{sel}, job_type="BATCH", status!="SCHEDULING"}}) or vector(0)')],
+            [target(f'sum({ONE}(dataarts_jobs{{{sel}, job_type="BATCH", status!="SCHEDULING"}})) or vector(0)')],
             w=8,
             thresholds=[(None, "green"), (1, "orange")],
         ),
         timeseries(
             "Real-time jobs by status",
             "Real-time jobs by status (STARTING, NORMAL, EXCEPTION, STOPPING, STOPPED).",
-            [target(f'sum by (status) (dataarts_jobs{{{sel}, job_type="REAL_TIME"}})', "{{status}}")],
+            [target(f'sum by (status) ({ONE}(dataarts_jobs{{{sel}, job_type="REAL_TIME"}}))', "{{status}}")],
             stack=True,
         ),
         timeseries(
             "Batch jobs by status",
             "Batch jobs by status (SCHEDULING, STOPPED, PAUSED).",
-            [target(f'sum by (status) (dataarts_jobs{{{sel}, job_type="BATCH"}})', "{{status}}")],
+            [target(f'sum by (status) ({ONE}(dataarts_jobs{{{sel}, job_type="BATCH"}}))', "{{status}}")],
             stack=True,
         ),
         timeseries(
             "Batch jobs by last instance status",
             "Batch jobs by the status of their last instance (per-job tier).",
-            [target(f"count by (status) (dataarts_job_last_instance_status{{{sel}}} == 1)", "{{status}}")],
+            [target(f"count by (status) ({ONE}(dataarts_job_last_instance_status{{{sel}}}) == 1)", "{{status}}")],
             stack=True,
         ),
         table(
             "Batch jobs and their last instance",
             "Each batch job with the status of its last instance (per-job tier).",
-            f"dataarts_job_last_instance_status{{{sel}}} == 1",
+            f"{ONE}(dataarts_job_last_instance_status{{{sel}}}) == 1",
             hide=["Value"],
         ),
         row("Schedules"),
         table(
             "Time since the last instance ended",
             "Batch jobs whose last instance ended longest ago (per-job tier).",
-            f"topk(20, time() - dataarts_job_last_instance_end_timestamp_seconds{{{sel}}})",
+            f"topk(20, time() - {ONE}(dataarts_job_last_instance_end_timestamp_seconds{{{sel}}}))",
             "s",
         ),
         table(
             "Time since the job started",
             "Jobs by how long ago they started to run (startTime; per-job tier).",
-            f"topk(20, time() - dataarts_job_start_timestamp_seconds{{{sel}}})",
+            f"topk(20, time() - {ONE}(dataarts_job_start_timestamp_seconds{{{sel}}}))",
             "s",
         ),
     ]

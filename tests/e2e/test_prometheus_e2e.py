@@ -19,30 +19,32 @@ Needs the `prometheus` binary (Debian package `prometheus`); skipped without it.
 from __future__ import annotations
 
 import json
-import re
-import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 import yaml
 
-pytestmark = pytest.mark.e2e
+from tests.e2e.prom import (
+    METRIC_RE,
+    PROMETHEUS,
+    ROOT,
+    RULES,
+    Prometheus,
+    dashboard_queries,
+    free_port,
+    http,
+    run_prometheus,
+    wait_for,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-RULES = ROOT / "deploy" / "prometheus" / "alerts.yaml"
-DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
-PROMETHEUS = shutil.which("prometheus")
+pytestmark = pytest.mark.e2e
 
 # Metrics the demo does not export yet: dashboard queries over them alone may return nothing.
 NOT_IN_DEMO_YET: set[str] = set()  # every source kind is in the demo now; add a metric here only with its reason
@@ -53,68 +55,21 @@ STARVED_JOBS = 25
 FAILING_QUEUE = "e2e_failing_queue"
 DIAGNOSED_QUOTA = "etl_quota"  # a subscription quota
 DIAGNOSED_JOBS = 10
-GRAFANA_BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
-METRIC_RE = re.compile(r"\b(?:maxcompute|emr_spark|dataarts|cloud_job_exporter)_[a-zA-Z0-9_]*")
-
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http(method: str, url: str, body: dict | None = None, timeout: float = 5) -> Any:
-    """Sends a request and returns the decoded JSON (or the text) of a 2xx answer; raises OSError otherwise."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        text = response.read().decode()
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float, logs: Callable[[], str]) -> T:
-    """Polls `probe` until it returns something truthy (not None, False or an empty result); fails after `timeout`
-    seconds."""
-    deadline = time.monotonic() + timeout
-    last_error = ""
-    while time.monotonic() < deadline:
-        try:
-            result = probe()
-            if result:
-                return result
-        except (OSError, KeyError, ValueError) as exc:
-            last_error = f" (last error: {exc})"
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{last_error}\n{logs()}")
 
 
 @dataclass
 class Stack:
     exporter_url: str
     simulator_url: str
-    prometheus_url: str
+    prometheus: Prometheus
     logs: Callable[[], str]
 
     def query(self, promql: str) -> list[dict]:
         """Runs an instant query; raises ValueError when Prometheus refuses it."""
-        url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        try:
-            answer = http("GET", url)
-        except urllib.error.HTTPError as exc:
-            raise ValueError(f"{exc.code}: {exc.read().decode()}") from None
-        if answer["status"] != "success":
-            raise ValueError(str(answer))
-        result = answer["data"]["result"]
-        return result if answer["data"]["resultType"] in ("vector", "matrix") else [result]
+        return self.prometheus.query(promql)
 
     def firing(self, alertname: str) -> list[dict]:
-        alerts = http("GET", f"{self.prometheus_url}/api/v1/alerts")["data"]["alerts"]
-        return [a for a in alerts if a["labels"]["alertname"] == alertname and a["state"] == "firing"]
+        return self.prometheus.firing(alertname)
 
 
 def short_for_durations(tmp: Path) -> Path:
@@ -134,19 +89,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if PROMETHEUS is None:
         pytest.skip("prometheus is not installed (Debian package `prometheus`; CI installs it)")
     tmp = tmp_path_factory.mktemp("e2e")
-    exporter_port, prometheus_port = free_port(), free_port()
-    exporter_log, prometheus_log = tmp / "exporter.log", tmp / "prometheus.log"
+    exporter_port = free_port()
+    exporter_log = tmp / "exporter.log"
     processes: list[subprocess.Popen] = []
 
     def logs() -> str:
-        parts = []
-        for path in (exporter_log, prometheus_log):
-            if path.exists():
-                tail = path.read_text(errors="replace").splitlines()[-25:]
-                parts.append(f"--- {path.name}\n" + "\n".join(tail))
-        return "\n".join(parts)
+        tail = exporter_log.read_text(errors="replace").splitlines()[-25:] if exporter_log.exists() else []
+        return f"--- {exporter_log.name}\n" + "\n".join(tail)
 
-    try:
+    with ExitStack() as stack_of:
+        stack_of.callback(stop, processes)
         with exporter_log.open("w") as out:
             processes.append(
                 subprocess.Popen(
@@ -178,47 +130,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         sim_url = wait_for("the demo's simulator URL in the exporter's log", simulator_url, 30, logs)
         wait_for("the exporter's /-/ready", lambda: http("GET", f"{exporter_url}/-/ready") is not None, 30, logs)
 
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
-            "rule_files": [str(short_for_durations(tmp))],
-            "scrape_configs": [
-                {"job_name": "cloud-job-exporter", "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]}
-            ],
-        }
-        (tmp / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
-        with prometheus_log.open("w") as out:
-            processes.append(
-                subprocess.Popen(
-                    [
-                        PROMETHEUS,
-                        f"--config.file={tmp / 'prometheus.yml'}",
-                        f"--storage.tsdb.path={tmp / 'data'}",
-                        f"--web.listen-address=127.0.0.1:{prometheus_port}",
-                        "--log.level=warn",
-                    ],
-                    cwd=tmp,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        stack = Stack(exporter_url, sim_url, f"http://127.0.0.1:{prometheus_port}", logs)
-        wait_for("Prometheus to be ready", lambda: http("GET", f"{stack.prometheus_url}/-/ready"), 30, logs)
+        prometheus = stack_of.enter_context(
+            run_prometheus(tmp, [f"127.0.0.1:{exporter_port}"], rule_files=[short_for_durations(tmp)])
+        )
+        stack = Stack(exporter_url, sim_url, prometheus, lambda: logs() + "\n" + prometheus.logs())
         wait_for(
             "scraped demo data in Prometheus",
             lambda: stack.query("maxcompute_running_jobs") and stack.query("maxcompute_snapshot_jobs"),
             30,
-            logs,
+            stack.logs,
         )
         yield stack
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    for process in reversed(processes):
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def test_starved_jobs_fire_jobs_waiting_too_long(stack: Stack) -> None:
@@ -377,29 +310,9 @@ def test_diagnosed_jobs_are_counted(diagnosed: list[dict]) -> None:
         assert labels["project"]
 
 
-def dashboard_queries() -> list[tuple[str, str]]:
-    """(where, PromQL with variables at 'All') for every panel target and query variable of every dashboard."""
-    found = []
-    for path in DASHBOARDS:
-        dashboard = json.loads(path.read_text(encoding="utf-8"))
-        panels = [p for top in dashboard["panels"] for p in (top, *top.get("panels", []))]
-        for panel in panels:
-            for target in panel.get("targets", []):
-                found.append((f"{path.name} '{panel['title']}' {target['refId']}", target["expr"]))
-        for var in dashboard["templating"]["list"]:
-            if var["type"] == "query":
-                match = re.fullmatch(r"label_values\((.*), *\w+\)", var["definition"])
-                assert match, var["definition"]
-                found.append((f"{path.name} variable {var['name']}", match.group(1)))
-    return [
-        (where, re.sub(r"\$\{?(\w+)\}?", lambda m: GRAFANA_BUILTINS.get(m.group(1), ".*"), expr))
-        for where, expr in found
-    ]
-
-
 def test_every_dashboard_query_returns_data(stack: Stack, outage: Outage, diagnosed: list[dict]) -> None:
     # After the outage and the diagnosed jobs, so that the error and diagnostics counters have series too.
-    queries = dashboard_queries()
+    queries = {where: query.promql for where, query in dashboard_queries().items()}
     assert len(queries) > 50
     pending = dict(queries)
     refused: dict[str, str] = {}

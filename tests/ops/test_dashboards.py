@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .contract import PENDING, ROOT, metric_names_in, undocumented_metrics, unknown_metrics
+from .contract import (
+    PENDING,
+    ROOT,
+    counted_per_replica,
+    metric_names_in,
+    undocumented_metrics,
+    unknown_metrics,
+)
 
 DASHBOARD_DIR = ROOT / "grafana" / "dashboards"
 CHART_DASHBOARD_DIR = ROOT / "helm" / "cloud-job-exporter" / "dashboards"
@@ -141,6 +148,17 @@ def test_dashboard_is_well_formed(path: Path) -> None:
             assert name in variables or name in BUILTINS, f"{where}: ${name} is not a variable"
         assert unknown_metrics(expr) == set(), where
         assert undocumented_metrics(expr) - PENDING == set(), f"{where}: not in docs/metrics.md"
+
+
+@pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.name)
+def test_panels_count_an_ha_pair_once(path: Path) -> None:
+    """Every panel query aggregates over the replicas first (variables list label values: a pair adds none)."""
+    found = {
+        where: counted
+        for where, expr in queries(load(path))
+        if not where.startswith("variable") and (counted := counted_per_replica(expr))
+    }
+    assert found == {}, "aggregate over the replicas first: max without (instance, pod)"
 
 
 @pytest.mark.parametrize("path", DASHBOARD_FILES, ids=lambda p: p.name)

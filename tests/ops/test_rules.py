@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from .contract import PENDING, ROOT, undocumented_metrics, unknown_metrics
+from .contract import PENDING, ROOT, counted_per_replica, undocumented_metrics, unknown_metrics
 
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yaml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "alerts_test.yaml"
@@ -42,6 +42,41 @@ def test_promtool_check_rules() -> None:
 @needs_promtool
 def test_promtool_unit_tests_pass() -> None:
     result = run_promtool("test", "rules", str(RULE_TESTS))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+REPLICAS = ('instance="a", pod="cje-0"', 'instance="b", pod="cje-1"')
+
+
+def as_ha_pair(series: str) -> list[str]:
+    """The series as two identical replicas of the exporter would give it (a series that already names its
+    instance is a replica of its own, and stays as it is)."""
+    if "instance=" in series:
+        return [series]
+    name, _, labels = series.partition("{")
+    labels = labels.removesuffix("}").strip()
+    return [f"{name}{{{replica}{', ' + labels if labels else ''}}}" for replica in REPLICAS]
+
+
+@needs_promtool
+def test_promtool_unit_tests_pass_with_every_series_from_an_ha_pair(tmp_path) -> None:
+    """Every case of alerts_test.yaml with each input series duplicated into instance a and b: the same alerts,
+    with the same labels and values, fire and stay quiet (the rules take `max without (instance, pod)` first)."""
+    tests = yaml.safe_load(RULE_TESTS.read_text(encoding="utf-8"))
+    tests["rule_files"] = [str(RULES)]
+    duplicated = 0
+    for case in tests["tests"]:
+        pairs = []
+        for item in case["input_series"]:
+            copies = as_ha_pair(item["series"])
+            duplicated += len(copies) - 1
+            pairs += [{**item, "series": series} for series in copies]
+        case["input_series"] = pairs
+    assert duplicated >= 40
+    pair_tests = tmp_path / "alerts_test_ha_pair.yaml"
+    pair_tests.write_text(yaml.safe_dump(tests, sort_keys=False), encoding="utf-8")
+    result = run_promtool("test", "rules", str(pair_tests))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -85,6 +120,11 @@ def test_alert_is_documented(rule: dict) -> None:
 def test_alert_queries_contract_metrics(rule: dict) -> None:
     assert unknown_metrics(rule["expr"]) == set()
     assert undocumented_metrics(rule["expr"]) - PENDING == set(), "not in docs/metrics.md"
+
+
+@pytest.mark.parametrize("rule", alerting_rules(), ids=lambda rule: rule["alert"])
+def test_alert_counts_an_ha_pair_once(rule: dict) -> None:
+    assert counted_per_replica(rule["expr"]) == [], "aggregate over the replicas first: max without (instance, pod)"
 
 
 def test_chart_carries_the_same_rules() -> None:
