@@ -1,10 +1,8 @@
 """The metric names of the contract, for checking the names that rules and dashboards query.
 
 The lists below mirror the product contract (the shared metric spec). The project's own
-docs/metrics.md documents what the exporter exports so far; PENDING lists the contract metrics the
-rules and dashboards use that it does not document yet, because their source or API is still being
-written. The list shrinks as the exporter grows; a used metric that is neither documented nor
-pending fails the checks.
+docs/metrics.md documents what the exporter exports; a metric the rules or dashboards use that it
+does not document fails the checks.
 """
 
 from __future__ import annotations
@@ -73,10 +71,6 @@ HISTOGRAMS = [
 ]
 
 GAUGE_HISTOGRAMS = ["maxcompute_snapshot_job_waiting_seconds", "maxcompute_snapshot_job_cpu_usage_to_request_ratio"]
-
-# The sharding self-metrics: the sharding alerts are written against the interface in the design of issue 13, and
-# docs/metrics.md documents the metrics with their implementation.
-PENDING: set[str] = {"cloud_job_exporter_total_shards", "cloud_job_exporter_unit_polled"}
 
 METRIC_RE = re.compile(r"\b(?:maxcompute|emr_spark|dataarts|cloud_job_exporter)_[a-zA-Z0-9_]*")
 STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
