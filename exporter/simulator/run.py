@@ -17,7 +17,7 @@ import socket
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import uvicorn
@@ -25,7 +25,7 @@ import uvicorn
 from exporter.simulator import Simulator
 from exporter.simulator.app import App
 from exporter.simulator.faults import Faults, FaultSettings
-from exporter.simulator.workload import WorkloadParams
+from exporter.simulator.workload import SUBSCRIPTION, Quota, WorkloadParams
 
 ENV_KEY_ID = "ALIBABA_CLOUD_ACCESS_KEY_ID"
 ENV_SECRET = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"
@@ -151,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"simulate: {exc}")
         return 2
     workload = WorkloadParams(target_running=args.running_jobs, region=args.region)
+    if args.quotas:
+        # As many subscription quotas as asked, for scale tests that split a source by quota over shards.
+        workload = replace(workload, quotas=tuple(Quota(f"quota_{n:02d}", SUBSCRIPTION, 2000)
+                                                  for n in range(args.quotas)))
     sim = Simulator({key_id: secret}, seed=args.seed, workload=workload, faults=faults)
     try:
         asyncio.run(_serve_forever(sim, host, port, [f"access key id: {key_id}", f"access key secret: {secret_note}"]))
@@ -188,6 +192,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the workload and the faults (default 0)")
     parser.add_argument("--running-jobs", type=int, default=200, help="jobs running in steady state (default 200)")
     parser.add_argument("--region", default=WorkloadParams.region, help="the region the records report")
+    parser.add_argument("--quotas", type=int, metavar="N",
+                        help="spread the jobs over N subscription quotas, quota_00 to quota_NN, instead of the three "
+                        "default ones (for scale tests that shard a source by quota)")
     faults = parser.add_argument_group("faults (all off by default; change at runtime with POST /-/sim/faults)")
     for f in fields(FaultSettings):
         faults.add_argument(f"--{f.name.replace('_', '-')}", help=f.metadata["help"], **_fault_option(f.default))
