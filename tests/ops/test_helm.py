@@ -315,7 +315,7 @@ def test_every_shard_is_scraped() -> None:
         (("-f", str(SHARDING)), True),
         (("-f", str(HA_PAIR)), True),
         ((), False),
-        (("--set", "sharding.enabled=true", "--set", "sharding.replicas=1"), False),
+        (("-f", str(SHARDING), "--set", "sharding.replicas=1"), False),
         (("-f", str(SHARDING), "--set", "podDisruptionBudget.enabled=false"), False),
     ],
     ids=["sharded", "ha-pair", "one-pod", "one-shard", "turned-off"],
@@ -383,6 +383,7 @@ def test_replicas_without_sharding_are_an_ha_pair(notes) -> None:
         ),
         (["--set", "sharding.enabled=true", "--set", "service.type=NodePort"], "needs service.type=ClusterIP"),
         (["--set", "sharding.enabled=true", "--set", "fullnameOverride=" + "x" * 53], "longer than 52 characters"),
+        (["-f", "ci/demo-values.yaml", "--set", "sharding.enabled=true"], "the demo (demo.enabled=true) runs one"),
     ],
     ids=[
         "no-sources",
@@ -397,6 +398,7 @@ def test_replicas_without_sharding_are_an_ha_pair(notes) -> None:
         "shards-and-replica-count",
         "headless-node-port",
         "statefulset-name-too-long",
+        "sharded-demo",
     ],
 )
 def test_bad_values_are_refused(args: list[str], message: str) -> None:

@@ -113,6 +113,9 @@ security_token_file: {{ $dir }}/ALIBABA_CLOUD_SECURITY_TOKEN
 {{- if gt (len (include "cje.fullname" .)) 52 -}}
 {{- fail (printf "sharding.enabled=true: the StatefulSet name %s is longer than 52 characters, too long for its pods' controller-revision-hash label; set fullnameOverride" (include "cje.fullname" .)) -}}
 {{- end -}}
+{{- if .Values.demo.enabled -}}
+{{- fail "sharding.enabled=true shards config.sources: the demo (demo.enabled=true) runs one exporter against a simulator of its own; set demo.enabled=false and list your sources" -}}
+{{- end -}}
 {{- end -}}
 {{- $c := .Values.credentials -}}
 {{- if not (has $c.mode (list "file" "env" "none")) -}}
