@@ -6,7 +6,8 @@ import asyncio
 import math
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -204,12 +205,21 @@ def amount(record: Mapping[str, Any], key: str, scale: int | float = 1) -> float
     return value
 
 
+@contextmanager
+def parsing(skips: Skips) -> Iterator[None]:
+    """Within the block, `text` cuts strings to `skips.max_label_length` and counts each cut in `skips`."""
+    token = _parsing.set(skips)
+    try:
+        yield
+    finally:
+        _parsing.reset(token)
+
+
 def parse_page(raw: list[Any], parse: Callable[[Mapping[str, Any]], T], skips: Skips) -> list[T]:
     """Returns the records of one page parsed, out of the garbage collector's view; bad ones are counted
     (`bad_field`) and skipped."""
     parsed: list[T] = []
-    parsing = _parsing.set(skips)
-    try:
+    with parsing(skips):
         for item in raw:
             try:
                 if not isinstance(item, Mapping):
@@ -217,8 +227,6 @@ def parse_page(raw: list[Any], parse: Callable[[Mapping[str, Any]], T], skips: S
                 parsed.append(parse(item))
             except BadRecord:
                 skips.add("bad_field")
-    finally:
-        _parsing.reset(parsing)
     untrack(parsed)  # as each page arrives, not when the poll ends (docs/performance.md)
     return parsed
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,7 +21,7 @@ import structlog
 from exporter.auth.aliyun import percent_encode
 from exporter.contract import Fetched, PollError
 from exporter.sources.alibaba import AcsCaller
-from exporter.sources.fetching import MB, BadRecord, amount, text
+from exporter.sources.fetching import MB, BadRecord, Skips, amount, parsing, text
 from exporter.sources.maxcompute.config import MaxComputeConfig
 from exporter.sources.maxcompute.records import FinishedJobs
 from exporter.tally import RecentIds, Tally
@@ -86,7 +86,7 @@ class FinishedJobTracker:
         self._pending: OrderedDict[str, int] = OrderedDict()  # instance id -> rounds it was still running
         self._recorded = RecentIds(RECORDED_TTL, RECORDED_MAX, clock)  # the source's clock, as its listings read
         self._tally = Tally({"wait_seconds": config.wait_buckets, "run_seconds": config.run_buckets})
-        self._skips: Counter[str] = Counter()
+        self._skips = Skips(config.max_label_length)  # this round's: records left out, labels cut
 
     def observe(self, api: str, ids: frozenset[str]) -> None:
         """Takes the complete set of active job ids one listing API returned; queues the ones that left it."""
@@ -105,7 +105,7 @@ class FinishedJobTracker:
                 self._pending[gone] = 0
         while len(self._pending) > PENDING_MAX:
             self._pending.popitem(last=False)
-            self._skips["queue_full"] += 1
+            self._skips.add("queue_full")
 
     async def poll(self) -> Fetched[FinishedJobs]:
         """Asks GetJobInfo about a batch of queued jobs; returns the cumulative counts.
@@ -119,8 +119,8 @@ class FinishedJobTracker:
             raise unexpected
         if failures:
             raise failures[0]
-        skipped, self._skips = dict(self._skips), Counter()
-        return Fetched(FinishedJobs(self._tally.freeze()), len(batch), len(batch), skipped)
+        skips, self._skips = self._skips, Skips(self._config.max_label_length)
+        return skips.fetched(FinishedJobs(self._tally.freeze()), len(batch), len(batch))
 
     async def _ask(self, instance_id: str) -> None:
         try:
@@ -136,14 +136,17 @@ class FinishedJobTracker:
                 self._attempted(instance_id, "failed")
             raise
         try:
-            if is_final(record):
-                if self._recorded.add(instance_id):
+            with parsing(self._skips):  # labels cut to the source's max_label_length, and counted
+                final = is_final(record)
+                if final and self._recorded.add(instance_id):
                     record_finished(self._tally, record)
-                self._settle(instance_id, None)
-            else:
-                self._attempted(instance_id, "gave_up")
         except BadRecord:
             self._settle(instance_id, "bad_field")
+            return
+        if final:
+            self._settle(instance_id, None)
+        else:
+            self._attempted(instance_id, "gave_up")
 
     def _attempted(self, instance_id: str, reason: str) -> None:
         """Counts one round without an answer for the job; after `job_info_max_attempts` it is given up."""
@@ -159,4 +162,4 @@ class FinishedJobTracker:
         self._pending.pop(instance_id, None)
         if skipped:
             self._recorded.add(instance_id)  # never asked about again
-            self._skips[skipped] += 1
+            self._skips.add(skipped)

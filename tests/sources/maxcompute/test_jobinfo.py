@@ -289,3 +289,16 @@ async def test_an_outage_longer_than_the_attempts_loses_no_job() -> None:
     fake.failing = set()
     recovered = await source.trackers[None].poll()
     assert sum(finished(recovered).values()) == 2 and recovered.skipped == {}
+
+
+async def test_a_finished_jobs_labels_are_cut_to_the_sources_max_label_length() -> None:
+    fake = FakeMaxCompute()
+    source = source_for(fake, max_label_length=64)
+    fake.running = ["a"]
+    await source.running_jobs()
+    fake.running = []
+    await source.running_jobs()
+    fake.finish("a", project="p" * 100)
+    fetched = await source.trackers[None].poll()
+    assert finished(fetched) == {("p" * 64, "q1", "SQL", "terminated"): 1}
+    assert fetched.limits == {"max_label_length": 1}
