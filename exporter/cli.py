@@ -20,6 +20,7 @@ from exporter.webconfig import load_web_config
 
 DEFAULT_LISTEN = ":9810"
 DEFAULT_LIMITS = Limits()
+RESERVED_PATHS = ("/", "/config", "/-/healthy", "/-/ready", "/-/reload")  # served by the exporter itself
 
 
 def _duration(value: str) -> float:
@@ -93,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         return probe(argv[1:])
     args = parser().parse_args(argv)
     configure_logging(args.log_format, args.log_level)
-    if not args.telemetry_path.startswith("/") or args.telemetry_path in ("/", "/-/healthy", "/-/ready"):
-        print("error: --web.telemetry-path: expected a path such as /metrics, other than /, /-/healthy and "
-              "/-/ready", file=sys.stderr)
+    if not args.telemetry_path.startswith("/") or args.telemetry_path in RESERVED_PATHS:
+        print("error: --web.telemetry-path: expected a path such as /metrics, other than "
+              f"{', '.join(RESERVED_PATHS)} (the exporter's own pages)", file=sys.stderr)
         return 1
     try:
         web = load_web_config(args.web_config_file) if args.web_config_file else None

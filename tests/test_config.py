@@ -229,3 +229,10 @@ def test_a_bad_session_name_from_the_environment_stops_start_up(tmp_path: Path,
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match="ALIBABA_CLOUD_ROLE_SESSION_NAME: expected 2 to 64"):
         check_credentials(parse_config(one(), KINDS))
+
+
+@pytest.mark.parametrize("path", ["metrics", "/", "/config", "/-/healthy", "/-/ready", "/-/reload"])
+def test_a_telemetry_path_that_would_hide_a_page_is_refused(path: str, capsys) -> None:
+    assert main(["--demo", "--web.telemetry-path", path]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --web.telemetry-path: expected a path such as /metrics, other than /, /config,")
