@@ -365,11 +365,11 @@ async def http_rates(url: str, clock: SoakClock, emr_active: int) -> dict[str, f
             pages += running.pages
         running_pages = pages / (time.perf_counter() - started)
         ids = frozenset(j.instance_id for j in running.result.jobs)
-        mc.finished.observe("floor", ids)
-        mc.finished.observe("floor", frozenset())  # every listed job left: all are asked about, round after round
+        mc.trackers[None].observe("floor", ids)
+        mc.trackers[None].observe("floor", frozenset())  # every listed job left: all are asked about, round after round
         started, asked = time.perf_counter(), 0
         for _ in range(4):
-            asked += (await mc.finished.poll()).pages
+            asked += (await mc.trackers[None].poll()).pages
         answers = asked / (time.perf_counter() - started)
         started, pages = time.perf_counter(), 0
         for api in emr.apis():

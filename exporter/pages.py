@@ -158,13 +158,18 @@ def source_row(info: SourceInfo, up: int, apis: int) -> str:
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>\n"
 
 
+UNITS_LISTED = 50  # a shard of thousands of workspaces names the first ones only
+
+
 def sharding(published: Publication) -> str:
     """Returns what this replica polls: everything, or, as a shard, its units of work and whose the others are."""
     shard, units = published.shard, published.units
     if shard.total == 1:
         return "<p>Sharding: none. Every source below is polled by this instance.</p>"
     owned = [f"{s} {u}" for (s, u), polled in units.items() if polled]
-    listed = ", ".join(f"<code>{escape(u)}</code>" for u in owned) or "none"
+    listed = ", ".join(f"<code>{escape(u)}</code>" for u in owned[:UNITS_LISTED]) or "none"
+    if len(owned) > UNITS_LISTED:
+        listed += f" and {len(owned) - UNITS_LISTED} more"
     return (f"<p>Sharding: shard {shard.ordinal} of {shard.total} (ordinals 0 to {shard.total - 1}). This shard "
             f"polls {len(owned)} of the config's {len(units)} units of work: {listed}. The others are polled by the "
             "other shards; <code>--config.check --total-shards N</code> prints the whole assignment.</p>")
@@ -194,7 +199,8 @@ def status_page(published: Publication, now: float, telemetry_path: str, notes: 
 <h2>APIs</h2>
 <p>{len(states)} APIs: <span class="up">{up.total()} up</span>, <span class="down">{len(states) - up.total() - pending}
 down</span>, {pending} pending. Runs read from the oldest to the newest. An API's data goes stale, and leaves the
-metrics, <code>stale_after</code> after its last good poll.</p>
+metrics, <code>stale_after</code> after its last good poll, or later while its polls take longer than that allows
+(each row says when).</p>
 {table("apis", API_HEADERS, (api_row(s, now) for s in states))}
 <h2>Sources</h2>
 {sharding(published)}

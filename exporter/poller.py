@@ -21,8 +21,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from exporter.contract import Api, PollError
 from exporter.exposition.renderer import Renderer
 from exporter.logs import redact
+from exporter.pace import poll_time_limit, stretched_limit
 from exporter.publication import Publication
-from exporter.store import STRETCH, Key, Store
+from exporter.store import Key, Store
 
 log = structlog.get_logger("exporter.poller")
 
@@ -38,28 +39,8 @@ class _OverlapCounted(logging.Filter):
 
 logging.getLogger("apscheduler.scheduler").addFilter(_OverlapCounted())
 MAX_BACKOFF = 600.0
-STRETCH_MAX = 8  # a poll's time limit grows to at most this many times poll_time_limit
 MAX_MESSAGE, MAX_REQUEST_ID = 500, 100  # characters of a failure's message and request id kept for the status page
 HOUSEKEEPING_INTERVAL = 5.0
-
-
-def poll_time_limit(interval: float, stale_after: float) -> float:
-    """Returns how long one poll may run before it is abandoned as a timeout: three intervals, at least a minute, and
-    never past the point where the API's data goes stale.
-
-    Without a limit, a poll stuck in slow pages would hold `source_up` at its last value while its data went stale
-    and every later run was skipped as an overlap."""
-    return min(max(3 * interval, 60.0), stale_after)
-
-
-def stretched_limit(base: float, took: float | None, timeouts: int) -> float:
-    """Returns the time limit of an API's next poll: STRETCH times what its last good poll took, doubled for each poll
-    in a row that timed out, never under `base` nor over STRETCH_MAX times it.
-
-    A listing that has grown past its interval (100,000 jobs are 5,001 pages) gets the time it takes, and its data
-    stays served (`ApiState.keep_for`); a stuck one is still abandoned, later."""
-    grown = max(base, STRETCH * took if took else base) * 2 ** min(timeouts, STRETCH_MAX)
-    return min(grown, STRETCH_MAX * base)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +77,14 @@ class Poller:
     def set_targets(self, targets: Sequence[Target]) -> None:
         """Polls and renders `targets` from now on (a reload's): a poll still running for a target no longer among
         them ends without a trace, and what was kept for it is dropped."""
+        # What was kept for a key whose target is new (a source removed, or changed and opened afresh) goes.
+        kept_keys = {t.key for t in targets if t in self.targets}
         self.targets = tuple(targets)
         self._renderer.set_apis({t.key: t.api for t in targets})
-        keys = {t.key for t in targets}
         for kept in (self._backoff_until, self._throttled_in_a_row, self._failing, self._timeouts):
-            for key in set(kept) - keys:
+            for key in set(kept) - kept_keys:
                 del kept[key]
-        self._slow &= keys
+        self._slow &= kept_keys
 
     async def poll_once(self, target: Target) -> None:
         """Polls one API once, unless it is backing off, and publishes the result."""
@@ -121,7 +103,8 @@ class Poller:
         except PollError as exc:
             self._failed(target, exc, time.perf_counter() - started)
         except TimeoutError:
-            self._timeouts[key] = self._timeouts.get(key, 0) + 1
+            if target in self.targets:  # not a poll of a source a reload replaced while it ran
+                self._timeouts[key] = self._timeouts.get(key, 0) + 1
             self._failed(target, PollError("timeout", f"the poll took longer than {limit:g}s"),
                          time.perf_counter() - started)
         except Exception as exc:  # a bug, not a vendor failure: keep serving, say so loudly once

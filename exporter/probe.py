@@ -19,7 +19,8 @@ from typing import Any
 from exporter.config import ConfigError, load_config
 from exporter.contract import Kind, PollError, SourceInfo
 from exporter.logs import configure_logging, redact
-from exporter.poller import Target, poll_time_limit
+from exporter.pace import poll_time_limit
+from exporter.poller import Target
 from exporter.runtime import Exporter, build
 from exporter.sources import KINDS
 

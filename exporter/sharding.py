@@ -3,7 +3,8 @@
 A unit is one polled listing of one source (`Api.unit`): an EMR workspace, a DataArts workspace and job type, a
 MaxCompute source or one of its quotas. Its shard is a stable hash of (source, unit) modulo the number of shards, so
 a unit stays on its shard when other sources or units are added, and every replica, reading the same config, agrees
-on the whole assignment without talking to the others.
+on the whole assignment without talking to the others. Changing the number of shards moves most units (see "Moving
+from one to the other" in docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Shard:
 
 
 def _whole(flag: str, value: str) -> int:
-    if not value.strip().isdigit():
+    if not re.fullmatch(r"[0-9]+", value.strip()):
         raise ValueError(f"{flag}: expected a whole number, got {value!r}")
     return int(value)
 

@@ -14,15 +14,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from exporter.contract import Fetched, RequestCounter, SourceInfo
+from exporter.pace import kept_for
 from exporter.sharding import UNSHARDED, Shard
 from exporter.speed import hold
 from exporter.tally import FrozenTally, Tally
 
 POLL_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 HISTORY = 20  # scheduled runs kept per API, for the status page
-# A poll may take this many times what the last good one took (pages vary, so does the machine's load): the poller's
-# time limit, and how much longer than that data is kept.
-STRETCH = 3
 Key = tuple[str, str]  # (source, api)
 
 
@@ -80,12 +78,13 @@ class ApiState:
 
     @property
     def keep_for(self) -> float:
-        """Returns how long good data is served after the poll that got it: `stale_after`, or, for an API whose polls
-        take longer than that allows, an interval and the time the next poll is given (STRETCH times what the last
-        took): a listing that takes two minutes to read must not blink out of /metrics between two polls."""
-        if self.took is None:
+        """Returns how long good data is served after the poll that got it: `stale_after`; or, while an API is up and
+        its polls take longer than that allows, an interval and the time limit of the next poll, so that a listing
+        that takes two minutes to read does not blink out of /metrics between two polls. Once a poll fails, the data
+        keeps only `stale_after`."""
+        if self.took is None or not self.up or self.interval is None:
             return self.stale_after
-        return max(self.stale_after, (self.interval or 0.0) + STRETCH * self.took)
+        return kept_for(self.interval, self.stale_after, self.took)
 
     @property
     def cadence(self) -> float | None:

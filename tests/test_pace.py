@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from structlog.testing import capture_logs
 
-from exporter.poller import STRETCH_MAX, stretched_limit
+from exporter.pace import STRETCH_MAX, stretched_limit
 from exporter.simulator import Simulator, WorkloadParams
 from exporter.simulator.run import Endpoint, run_in_thread
+from exporter.store import ApiState
 from tests.helpers import KEY_ID, SECRET, maxcompute_exporter, running_exporter, scrape
 
 INTERVAL = 1.0  # seconds; the poll time limit is then max(3 x 1 s, 60 s) bounded by stale_after, 3 s
@@ -69,3 +71,11 @@ def test_a_listing_slower_than_its_interval_is_polled_at_its_own_pace_and_never_
     assert len(slow) == 1 and slow[0]["api"] == "GetRunningJobs" and "shard" in slow[0]["fix"]
     timeouts = page.get("cloud_job_exporter_poll_errors_total", {})
     assert sum(v for k, v in timeouts.items() if ("reason", "timeout") in k) <= 1  # at most the first poll's
+
+
+def test_a_slow_apis_data_is_kept_until_its_next_poll_could_end_and_no_longer_once_a_poll_fails() -> None:
+    state = ApiState("mc", "maxcompute", "GetRunningJobs", stale_after=90.0, interval=30.0, up=True, took=100.0)
+    assert state.keep_for == 30 + 3 * 100  # an interval, then the next poll's time limit
+    assert replace(state, took=500.0).keep_for == 30 + STRETCH_MAX * 90  # the limit is bounded, and so is this
+    assert replace(state, took=10.0).keep_for == 90  # a quick API: stale_after
+    assert replace(state, up=False).keep_for == 90  # the last poll failed: nothing is coming to replace the data

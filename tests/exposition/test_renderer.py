@@ -307,7 +307,7 @@ def test_a_value_equal_to_a_bound_is_counted_in_that_bounds_bucket(value: float)
 
 
 def test_the_poll_time_limit_never_outlasts_staleness() -> None:
-    from exporter.poller import poll_time_limit
+    from exporter.pace import poll_time_limit
 
     assert poll_time_limit(30, 90) == 90
     assert poll_time_limit(10, 30) == 30, "a stuck poll is abandoned before its data goes stale"
