@@ -48,9 +48,12 @@ def is_final(record: Mapping[str, Any]) -> bool:
     return isinstance(end, int | float) and not isinstance(end, bool) and end > 0
 
 
-def record_finished(tally: Tally, record: Mapping[str, Any]) -> None:
-    """Adds one finished job's counts to the tally; raises BadRecord (and adds nothing) for a mistyped field."""
-    project, quota, job_type = text(record, "project"), text(record, "quotaNickname"), text(record, "jobType")
+def record_finished(tally: Tally, record: Mapping[str, Any], quota: str | None = None) -> None:
+    """Adds one finished job's counts to the tally, under `quota` when given (the unit's, for a source split by
+    quota: each unit's counts must be its own) or else the record's; raises BadRecord (and adds nothing) for a
+    mistyped field."""
+    project, job_type = text(record, "project"), text(record, "jobType")
+    quota = quota if quota is not None else text(record, "quotaNickname")
     status = text(record, "status") or "unknown"
     waiting, running = amount(record, "waitingTime"), amount(record, "runningTime")
     cu, memory, scanned = amount(record, "cuUsage"), amount(record, "memoryUsage"), amount(record, "inputBytes")
@@ -78,10 +81,11 @@ class FinishedJobTracker:
     """Queues jobs that left the active sets and records, once each, those GetJobInfo says have finished."""
 
     def __init__(self, config: MaxComputeConfig, caller: AcsCaller, clock: Callable[[], float] = time.time,
-                 api: str = "GetJobInfo") -> None:
+                 api: str = "GetJobInfo", quota: str | None = None) -> None:
         self._config = config
         self._caller = caller
         self._api = api  # the polled API's name, its requests counted under it
+        self._quota = quota  # the unit's quota, for a source split by quota
         self._active: dict[str, frozenset[str]] = {}
         self._pending: OrderedDict[str, int] = OrderedDict()  # instance id -> rounds it was still running
         self._recorded = RecentIds(RECORDED_TTL, RECORDED_MAX, clock)  # the source's clock, as its listings read
@@ -139,7 +143,7 @@ class FinishedJobTracker:
             with parsing(self._skips):  # labels cut to the source's max_label_length, and counted
                 final = is_final(record)
                 if final and self._recorded.add(instance_id):
-                    record_finished(self._tally, record)
+                    record_finished(self._tally, record, self._quota)
         except BadRecord:
             self._settle(instance_id, "bad_field")
             return

@@ -302,3 +302,19 @@ async def test_a_finished_jobs_labels_are_cut_to_the_sources_max_label_length() 
     fetched = await source.trackers[None].poll()
     assert finished(fetched) == {("p" * 64, "q1", "SQL", "terminated"): 1}
     assert fetched.limits == {"max_label_length": 1}
+
+
+async def test_a_source_split_by_quota_counts_a_job_once_even_when_the_vendor_ignores_the_filter() -> None:
+    fake = FakeMaxCompute()  # lists every job to every quota's request, all of them in quota q1
+    source = source_for(fake, quotas=["q1", "q2"])
+    fake.running = ["a"]
+    q2 = await source.running_jobs("q2")
+    assert q2.result.jobs == () and q2.skipped == {"other_quota": 1}
+    await source.running_jobs("q1")
+    fake.running = []
+    await source.running_jobs("q1")
+    await source.running_jobs("q2")
+    fake.finish("a", quotaNickname=None)  # GetJobInfo does not say the quota: the unit's is the label
+    assert finished(await source.trackers["q1"].poll()) == {("p1", "q1", "SQL", "terminated"): 1}
+    assert finished(await source.trackers["q2"].poll()) == {}
+    assert fake.info_calls == ["a"]
