@@ -52,6 +52,9 @@ PACE = re.compile(rb'^cloud_job_exporter_poll_interval_seconds\{[^}]*api="GetRun
                   re.MULTILINE)
 TIMEOUTS = re.compile(rb'^cloud_job_exporter_poll_errors_total\{[^}]*api="GetRunningJobs[^}]*reason="timeout"\} '
                       rb"(\S+)$", re.MULTILINE)
+LAST_SUCCESS = re.compile(rb'^cloud_job_exporter_last_success_timestamp_seconds\{[^}]*api="GetRunningJobs[^}]*\} '
+                          rb"(\S+)$", re.MULTILINE)
+UNITS = re.compile(rb"^cloud_job_exporter_shard_units (\S+)$", re.MULTILINE)
 SAMPLE_LINE = re.compile(rb"^[a-zA-Z_]", re.MULTILINE)  # a sample's line; comments start with #
 
 
@@ -130,8 +133,12 @@ def check(client: httpx.Client, exporter: Exporter) -> dict[str, Any]:
     except httpx.HTTPError as exc:
         return {"error": type(exc).__name__}
     text = response.content  # httpx inflates it
+    successes = [float(v) for v in LAST_SUCCESS.findall(text)]
     return {
         "ready": ready,
+        # The oldest GetRunningJobs data the exporter holds (served, or about to leave): how fresh "served" is.
+        "age_s": round(time.time() - min(successes), 1) if successes else None,
+        "units": int(float(UNITS.findall(text)[0])) if UNITS.findall(text) else None,
         "running": sum(float(v) for v in RUNNING.findall(text)),
         "pace_s": max((float(v) for v in PACE.findall(text)), default=None),
         "timeouts": sum(float(v) for v in TIMEOUTS.findall(text)),
@@ -183,12 +190,15 @@ def run_mode(jobs: int, shards: int, args: argparse.Namespace, sim_url: str, sim
                     e.checks.append({"at_s": round(time.monotonic() - started, 1), **r})
                 if ready_at is None and all(r.get("ready") for r in results):
                     ready_at = time.monotonic() - started
-                if ready_at is not None:
+                if ready_at is not None and truth:
                     coverage.append(sum(r.get("running", 0) for r in results) / truth)
+        # CPU over the polling alone: the scrapes below would add their own.
+        minutes = (time.monotonic() - started) / 60
+        cpu = {e.name: cpu_seconds(e.proc.pid) / minutes for e in exporters if e.proc}
+        sim_cpu = (cpu_seconds(sim_pid) - sim_cpu) / minutes
         scrapes = {e.name: scrape(e.url, 1, True, "prometheus", Plan(scrapes=40, seconds=args.scrape_seconds,
                                                                       min_count=3)) for e in exporters}
-        minutes = (time.monotonic() - started) / 60
-        rows = [figures(e, scrapes[e.name], minutes) for e in exporters]
+        rows = [figures(e, scrapes[e.name], cpu[e.name], ready_at) for e in exporters]
     finally:
         for e in exporters:
             e.stop()
@@ -200,31 +210,27 @@ def run_mode(jobs: int, shards: int, args: argparse.Namespace, sim_url: str, sim
         "ready_s": round(ready_at, 1) if ready_at is not None else None,
         "coverage_min": round(min(coverage), 3) if coverage else 0.0,
         "coverage_median": round(statistics.median(coverage), 3) if coverage else 0.0,
-        "simulator_cpu_s_per_min": round((cpu_seconds(sim_pid) - sim_cpu) / args.minutes, 1),
+        "simulator_cpu_s_per_min": round(sim_cpu, 1),
     }
 
 
-def figures(e: Exporter, scraped: dict[str, Any], minutes: float) -> dict[str, Any]:
-    """Returns one exporter's figures from its log, its checks, its scrapes and /proc."""
+def figures(e: Exporter, scraped: dict[str, Any], cpu_per_minute: float, ready_at: float | None) -> dict[str, Any]:
+    """Returns one exporter's figures from its log, its checks, its scrapes and /proc. Poll durations are of one
+    unit's GetRunningJobs (a quota's, or the whole source's when no quotas are listed)."""
     assert e.proc is not None
-    pid = e.proc.pid
-    polls = e.polls()
-    good = [p["duration_seconds"] for p in polls if p["event"] == "poll"]
-    # A shard polls several quotas' GetRunningJobs at once: a cycle is one round of them, its length the longest.
-    per_api: dict[str, list[float]] = {}
-    for p in polls:
-        if p["event"] == "poll":
-            per_api.setdefault(p["api"], []).append(p["duration_seconds"])
+    good = [p["duration_seconds"] for p in e.polls() if p["event"] == "poll"]
     last = e.checks[-1] if e.checks else {}
+    ages = [c["age_s"] for c in e.checks if c.get("age_s") is not None and ready_at is not None
+            and c["at_s"] >= ready_at]
     return {
-        "name": e.name, "units": len(per_api), "polls": len(good),
+        "name": e.name, "units": last.get("units"), "polls": len(good), "data_age_max_s": max(ages, default=None),
         "poll_median_s": round(statistics.median(good), 2) if good else None,
         "poll_max_s": round(max(good), 2) if good else None,
         "pace_s": last.get("pace_s"), "timeouts": last.get("timeouts"), "samples": last.get("samples"),
         "scrape_p50_ms": scraped.get("p50_ms"), "scrape_p99_ms": scraped.get("p99_ms"),
         "scrape_bytes": scraped.get("bytes"), "scrape_errors": scraped.get("errors"),
-        "peak_rss_mib": round(rss_mib(pid, "VmHWM"), 1),
-        "cpu_s_per_min": round(cpu_seconds(pid) / minutes, 1),
+        "peak_rss_mib": round(rss_mib(e.proc.pid, "VmHWM"), 1),
+        "cpu_s_per_min": round(cpu_per_minute, 1),
     }
 
 
@@ -235,17 +241,17 @@ def shown(value: Any, spec: str = "") -> str:
 def table(runs: list[dict[str, Any]]) -> str:
     """Returns the runs as a Markdown table, one row per process and one per run's total."""
     lines = ["| jobs | run | process | units | GetRunningJobs polls | poll median / max s (interval 30) | pace s | "
-             "timeouts | running jobs served once ready, min / median | samples | scrape p50 / p99 ms (gzip) | "
-             "peak RSS MiB | CPU s/min |",
-             "| " + " | ".join(["---"] * 13) + " |"]
+             "timeouts | oldest data once ready s | running jobs served once ready, min / median | samples | "
+             "scrape p50 / p99 ms (gzip) | peak RSS MiB | CPU s/min |",
+             "| " + " | ".join(["---"] * 14) + " |"]
     for run in runs:
         for p in run["processes"]:
-            lines.append(f"| {run['jobs']:,} | {run['mode']} | {p['name']} | {p['units']} | {p['polls']} | "
+            lines.append(f"| {run['jobs']:,} | {run['mode']} | {p['name']} | {shown(p['units'])} | {p['polls']} | "
                          f"{shown(p['poll_median_s'])} / {shown(p['poll_max_s'])} | {shown(p['pace_s'], 'g')} | "
-                         f"{shown(p['timeouts'], 'g')} | | {shown(p['samples'], ',')} | "
+                         f"{shown(p['timeouts'], 'g')} | {shown(p['data_age_max_s'])} | | {shown(p['samples'], ',')} | "
                          f"{shown(p['scrape_p50_ms'])} / {shown(p['scrape_p99_ms'])} | {p['peak_rss_mib']} | "
                          f"{p['cpu_s_per_min']} |")
-        lines.append(f"| {run['jobs']:,} | {run['mode']} | **all** | | | | | | {run['coverage_min']:.0%} / "
+        lines.append(f"| {run['jobs']:,} | {run['mode']} | **all** | | | | | | | {run['coverage_min']:.0%} / "
                      f"{run['coverage_median']:.0%} (ready at {shown(run['ready_s'])} s) | | | "
                      f"**{run['peak_rss_mib']}** | **{run['cpu_s_per_min']}** (simulator "
                      f"{run['simulator_cpu_s_per_min']}) |")
