@@ -36,12 +36,15 @@ from tests.helpers import KEY_ID, SECRET, FakeClock, running_exporter
 
 STEP = 600.0  # simulated seconds per step of the clock
 STEPS = 2
-# Prometheus scrapes every SCRAPE and each state is held HOLD seconds: a counter series that appears at the first step
-# spans 2 x HOLD seconds or more when the queries run, so that the phases of two Prometheus' scrapes (up to one
-# SCRAPE at each end) move its rate by 2 % at most (0.4 to 1 % in three runs), against the 100 % of a double count.
+# Prometheus scrapes every SCRAPE; each state is held until every Prometheus has scraped it after HOLD seconds. The
+# Hold stamps the samples with the time of the swap, so that each Prometheus stores the same samples at the same
+# instants, and instant queries look back LOOKBACK for a sample, less than a state is held: at the last swap, what it
+# dropped is gone, as a staleness marker would have it.
 SCRAPE = "250ms"
-HOLD = 6.0
-REL = 0.05
+HOLD = 1.0
+LOOKBACK = "1s"
+# Values may differ by REL of the larger: the stamps leave the float rounding of sums taken in another order.
+REL = 1e-9
 STARVED_QUOTA = "os_bigdata"
 FAILING_QUEUE = "e2e_failing_queue"
 # Series that differ between replicas however alike: each replica's own polls (how many, how long, what they sent),
@@ -162,8 +165,8 @@ class Stepped:
 
     def answers(self) -> tuple[dict[str, Query], list[dict[str, Answer]]]:
         """Runs every dashboard query (`$__rate_interval` covering the whole run) and every alert rule expression on
-        every Prometheus at one instant; returns the queries and each Prometheus' answers."""
-        at = time.time()
+        every Prometheus at the instant of the last swap; returns the queries and each Prometheus' answers."""
+        at = self.swaps[-1]
         queries = every_query(rate_interval=f"{math.ceil(at - self.swaps[0]) + 10}s")
         return queries, [answers(each, at, queries) for each in self.prometheus]
 
@@ -222,6 +225,6 @@ def scraping(tmp: Path, targets: list[list[str]]) -> Iterator[list[Prometheus]]:
     """Runs a Prometheus per group of targets, scraping every SCRAPE, with data in tmp/0, tmp/1, ..."""
     with ExitStack() as stack:
         yield [
-            stack.enter_context(run_prometheus(tmp / str(n), group, interval=SCRAPE))
+            stack.enter_context(run_prometheus(tmp / str(n), group, interval=SCRAPE, lookback=LOOKBACK))
             for n, group in enumerate(targets)
         ]

@@ -4,11 +4,11 @@ Three exporters poll one simulator (every source kind) on one clock that stands 
 takes (tests/e2e/replicas.py): exporter a alone is scraped by one Prometheus, the pair b and c (identical copies,
 as the chart's replicaCount: 2 runs them) by another, each as job cloud-job-exporter. After each step of the clock,
 once the three exporters' pages agree (all but their own polls' figures) and are stable, a `Hold`
-(tests/e2e/prom.py) serves them to both Prometheus at the same instant. Then every dashboard query (variables at
-"All", `$__rate_interval` covering the whole run) and every alert rule expression runs at one instant on both, and
-their answers must be the same: the same label sets and values within 5 % (see REL). Queries over the replicas' own
-polls (requests sent, poll durations: each replica polls on its own) are compared by label set only. The same
-queries before they took the max over the replicas differed in 53 of the 92.
+(tests/e2e/prom.py) serves them to both Prometheus at the same instant, stamped with it. Then every dashboard query
+(variables at "All", `$__rate_interval` covering the whole run) and every alert rule expression runs at the last
+swap's instant on both, and their answers must be the same: the same label sets and values but for float rounding
+(see REL). Queries over the replicas' own polls (requests sent, poll durations: each replica polls on its own) are
+compared by label set only. The same queries before they took the max over the replicas differed in 53 of the 92.
 """
 
 from __future__ import annotations
