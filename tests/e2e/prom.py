@@ -118,9 +118,11 @@ def run_prometheus(
     rule_files: Sequence[Path] = (),
     job: str = "cloud-job-exporter",
     interval: str = "1s",
+    lookback: str = "5m",
 ) -> Iterator[Prometheus]:
     """Runs Prometheus scraping `targets` (host:port) as one job and evaluating `rule_files`, both every `interval`,
-    with its data in `tmp`, until the block ends; yields once it is ready."""
+    with its data in `tmp` and instant queries looking `lookback` back for a sample, until the block ends; yields
+    once it is ready."""
     if PROMETHEUS is None:
         pytest.skip("prometheus is not installed (Debian package `prometheus`; CI installs it)")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -143,6 +145,7 @@ def run_prometheus(
                 f"--config.file={tmp / 'prometheus.yml'}",
                 f"--storage.tsdb.path={tmp / 'data'}",
                 f"--web.listen-address=127.0.0.1:{port}",
+                f"--query.lookback-delta={lookback}",
                 "--log.level=warn",
             ],
             cwd=tmp,
@@ -264,12 +267,18 @@ def _show(value: Any, limit: int = 400) -> str:
 
 class Hold:
     """A sample-and-hold in front of exporters: serves, on a loopback port per exporter, the page its /metrics gave
-    at the last `refresh`, which fetches every exporter's page before it swaps them all at once.
+    at the last `refresh`, which fetches every exporter's page before it swaps them all at once, each sample stamped
+    with the time of the swap.
 
     Replicas polling the same state on their own schedules pass through different intermediate states (a job that
     ended is counted when each one's GetJobInfo gets to it), and a counter series that appears with 3 on one replica
     and with 5 on another has a different rate() for ever after, although both end at 5. Refreshing once they agree
-    makes the series Prometheus stores change at the same instants, so that rates can be compared like for like."""
+    makes the series Prometheus stores change at the same instants, so that rates can be compared like for like.
+    The stamps make those instants the same to the millisecond in every Prometheus, whatever the phase of its
+    scrapes (Prometheus keeps one sample per stamp, however often it scrapes the page): rate() and increase()
+    extrapolate alike, and a ratio that is exactly an alert's threshold (2 failed runs of 10 against > 0.2) is on
+    the same side of it everywhere. Stamped samples get no staleness markers: a series the last swap dropped is
+    still found by an instant query until the `lookback` of `run_prometheus` has passed."""
 
     def __init__(self, upstreams: Sequence[str]) -> None:
         self.upstreams = list(upstreams)
@@ -305,12 +314,23 @@ class Hold:
         return pages
 
     def refresh(self, pages: Sequence[str] | None = None) -> float:
-        """Serves `pages` (default: fetched now) from now on; returns the UNIX time of the swap."""
+        """Serves `pages` (default: fetched now) from now on, their samples stamped with the UNIX time of the swap
+        (whole milliseconds); returns that time."""
         fetched = list(pages) if pages is not None else self.fetch()
-        self._pages = [(page.encode(), "text/plain; version=0.0.4; charset=utf-8") for page in fetched]
-        return time.time()
+        at = math.floor(time.time() * 1000)
+        self._pages = [(stamped(page, at).encode(), "text/plain; version=0.0.4; charset=utf-8") for page in fetched]
+        return at / 1000
+
+
 
     def close(self) -> None:
         for server in self._servers:
             server.shutdown()
             server.server_close()
+
+
+def stamped(page: str, ms: int) -> str:
+    """The page (text format 0.0.4, samples without timestamps) with every sample stamped `ms` (UNIX milliseconds)."""
+    return "".join(
+        f"{line} {ms}\n" if line and not line.startswith("#") else f"{line}\n" for line in page.splitlines()
+    )
