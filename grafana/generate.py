@@ -331,7 +331,10 @@ def overview() -> dict:
         stat(
             "Per-job series dropped",
             "Jobs left out of the per-job series by max_job_series.",
-            [target(f"sum({ONE}(cloud_job_exporter_job_series_dropped{{{s}}})) or vector(0)")],
+            # Per source and replica: the shard label joined from unit_polled keeps shards apart (each drops from
+            # its own units) while the max folds an HA pair's copies (the same shard) into one.
+            [target(f"sum({ONE}(cloud_job_exporter_job_series_dropped{{{s}}} * on (instance, pod) group_left (shard) "
+                    "max by (instance, pod, shard) (cloud_job_exporter_unit_polled))) or vector(0)")],
             w=6,
             thresholds=[(None, "green"), (1, "orange")],
         ),

@@ -11,10 +11,11 @@ compared by label set only: the unsharded exporter polls every API at its own pa
 its. No other query needed to be left out: every series the queries read, the exporter's own included, is a unit's
 (a source's API), and is served by the one shard that polls it, so the max over the replicas is the shard's value.
 
-One that would differ is not exercised: cloud_job_exporter_job_series_dropped is per source, and each shard reports
-what max_job_series, which applies per shard, left out of its own units; "Per-job series dropped" takes the max over
-the replicas, where shards should be summed. Nothing is dropped here (asserted), and with drops the job series
-themselves differ between 1 and 3 processes, so there is nothing to compare them with.
+One series is per source rather than per unit: cloud_job_exporter_job_series_dropped, which each shard reports for
+what max_job_series (a per-shard cap) left out of its own units. "Per-job series dropped" joins each replica's shard
+label onto it (from cloud_job_exporter_unit_polled) before the max over replicas, so shards add up and an HA pair's
+copies fold; nothing is dropped here (asserted), since with drops the job series themselves differ between 1 and 3
+processes, so that query is compared at zero only.
 """
 
 from __future__ import annotations

@@ -113,7 +113,10 @@ def undocumented_metrics(query: str) -> set[str]:
 REPLICA_SAFE = re.compile(
     r"(?:max without \(instance, pod\) \((?:(?:rate|increase)\()?"
     r"|max by \((?![^)]*\b(?:instance|pod)\b)[^)]*\) \("
-    r'|count_values(?: by \((?![^)]*\b(?:instance|pod)\b)[^)]*\) ?)?\("\w+",)$'
+    r'|count_values(?: by \((?![^)]*\b(?:instance|pod)\b)[^)]*\) ?)?\("\w+",'
+    # the right side of a join per replica (`x * on (instance, pod) group_left (shard) max by (instance, pod, shard)
+    # (y)`): it labels each replica's series of x, which the outer `max without (instance, pod)` then folds
+    r"|on \(instance, pod\) group_left \(\w+\) max by \(instance, pod, \w+\) \()$"
 )
 
 
