@@ -123,7 +123,8 @@ async def test_bad_records_are_skipped_and_counted_not_the_page(simulator) -> No
     assert state.up
     skipped = state.data.skipped["bad_field"]
     assert 0 < skipped < state.data.records
-    assert len(state.data.result.jobs) == state.data.records - skipped
+    # Every record read is kept or counted: a job that moved pages while they were read is a `duplicate` besides.
+    assert len(state.data.result.jobs) == state.data.records - sum(state.data.skipped.values())
 
 
 async def test_per_job_series_vanish_when_the_job_finishes() -> None:
