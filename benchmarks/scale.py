@@ -231,6 +231,7 @@ def figures(e: Exporter, scraped: dict[str, Any], cpu_per_minute: float, ready_a
         "scrape_bytes": scraped.get("bytes"), "scrape_errors": scraped.get("errors"),
         "peak_rss_mib": round(rss_mib(e.proc.pid, "VmHWM"), 1),
         "cpu_s_per_min": round(cpu_per_minute, 1),
+        "checks": e.checks,  # for the JSON: what each check saw
     }
 
 

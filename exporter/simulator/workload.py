@@ -48,7 +48,8 @@ CATCH_UP_SECONDS = 3600
 TEMPLATES_PER_PROJECT = 40  # recurring scheduled queries share a signature and an upstream node
 DATAWORKS_FRACTION = 0.7
 _ID_CHARS = string.ascii_lowercase + string.digits
-MEMO_VIEWS = 16  # views kept: each listing's parameters at the few instants its pages ask about
+MEMO_VIEWS = 64  # views kept: each listing's parameters at the few instants its pages ask about (a source split
+# into 16 quota units asks about 32 listings at once)
 # More starts and ends than this in one step re-sort the running jobs instead of placing each by bisection.
 REORDER_LIMIT = 256
 
