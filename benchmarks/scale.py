@@ -50,8 +50,9 @@ INTERVAL = 30.0  # GetRunningJobs' default interval: the bound a poll cycle is m
 RUNNING = re.compile(rb"^maxcompute_running_jobs\{[^}]*\} (\S+)$", re.MULTILINE)
 PACE = re.compile(rb'^cloud_job_exporter_poll_interval_seconds\{[^}]*api="GetRunningJobs[^"]*"[^}]*\} (\S+)$',
                   re.MULTILINE)
-TIMEOUTS = re.compile(rb'^cloud_job_exporter_poll_errors_total\{[^}]*api="GetRunningJobs[^}]*reason="timeout"\} '
-                      rb"(\S+)$", re.MULTILINE)
+# prometheus-client sorts the labels of the self-metrics: no order is assumed
+TIMEOUTS = re.compile(rb'^cloud_job_exporter_poll_errors_total\{(?=[^}]*api="GetRunningJobs)(?=[^}]*reason="timeout")'
+                      rb"[^}]*\} (\S+)$", re.MULTILINE)
 LAST_SUCCESS = re.compile(rb'^cloud_job_exporter_last_success_timestamp_seconds\{[^}]*api="GetRunningJobs[^}]*\} '
                           rb"(\S+)$", re.MULTILINE)
 UNITS = re.compile(rb"^cloud_job_exporter_shard_units (\S+)$", re.MULTILINE)
