@@ -612,11 +612,13 @@ class Child:
                 self.proc.kill()
 
 
-def start_simulator(jobs: int, latency_ms: float) -> tuple[subprocess.Popen[str], str]:
+def start_simulator(jobs: int, latency_ms: float, *options: str) -> tuple[subprocess.Popen[str], str]:
+    """Returns the simulator process (`jobs` running, `latency_ms` a request, more `options` of `simulate`) and its
+    URL."""
     env = dict(os.environ, ALIBABA_CLOUD_ACCESS_KEY_ID=KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET=SECRET)
     proc = subprocess.Popen(
         [sys.executable, "-m", "exporter", "simulate", "--listen", "127.0.0.1:0", "--running-jobs", str(jobs),
-         "--latency-ms", str(latency_ms), "--seed", "1"],
+         "--latency-ms", str(latency_ms), "--seed", "1", *options],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert proc.stdout is not None

@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,10 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.run import Plan, scrape  # noqa: E402
+from benchmarks.run import KEY_ID, SECRET, Plan, scrape, start_simulator  # noqa: E402
 from benchmarks.soak import cpu_seconds, rss_mib  # noqa: E402
 
-KEY_ID, SECRET = "scale-key-id", "scale-secret-0123456789"
 INTERVAL = 30.0  # GetRunningJobs' default interval: the bound a poll cycle is measured against
 RUNNING = re.compile(rb"^maxcompute_running_jobs\{[^}]*\} (\S+)$", re.MULTILINE)
 PACE = re.compile(rb'^cloud_job_exporter_poll_interval_seconds\{[^}]*api="GetRunningJobs[^"]*"[^}]*\} (\S+)$',
@@ -57,24 +55,6 @@ LAST_SUCCESS = re.compile(rb'^cloud_job_exporter_last_success_timestamp_seconds\
                           rb"(\S+)$", re.MULTILINE)
 UNITS = re.compile(rb"^cloud_job_exporter_shard_units (\S+)$", re.MULTILINE)
 SAMPLE_LINE = re.compile(rb"^[a-zA-Z_]", re.MULTILINE)  # a sample's line; comments start with #
-
-
-def start_simulator(jobs: int, quotas: int, latency_ms: float) -> tuple[subprocess.Popen[str], str]:
-    """Returns the simulator process and its URL."""
-    env = dict(os.environ, ALIBABA_CLOUD_ACCESS_KEY_ID=KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET=SECRET)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "simulate", "--listen", "127.0.0.1:0", "--running-jobs", str(jobs),
-         "--quotas", str(quotas), "--latency-ms", str(latency_ms), "--seed", "1"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"http://127\.0\.0\.1:\d+", line)
-    if not match:
-        proc.terminate()
-        raise RuntimeError(f"the simulator did not start: {line!r}")
-    threading.Thread(target=proc.stdout.read, daemon=True).start()  # drain
-    return proc, match.group(0)
 
 
 def free_port() -> int:
@@ -286,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="cje-scale-") as tmp:
         for jobs in args.jobs:
-            sim, sim_url = start_simulator(jobs, args.quotas, args.latency_ms)
+            sim, sim_url = start_simulator(jobs, args.latency_ms, "--quotas", str(args.quotas))
             try:
                 modes = [(1, False)] if args.unsplit else []
                 for shards, split in [*modes, (1, True), (args.shards, True)]:
