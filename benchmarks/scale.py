@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.run import KEY_ID, SECRET, Plan, scrape, start_simulator  # noqa: E402
 from benchmarks.soak import cpu_seconds, rss_mib  # noqa: E402
+from tests.e2e.prom import free_port  # noqa: E402
 
 INTERVAL = 30.0  # GetRunningJobs' default interval: the bound a poll cycle is measured against
 RUNNING = re.compile(rb"^maxcompute_running_jobs\{[^}]*\} (\S+)$", re.MULTILINE)
@@ -55,14 +56,6 @@ LAST_SUCCESS = re.compile(rb'^cloud_job_exporter_last_success_timestamp_seconds\
                           rb"(\S+)$", re.MULTILINE)
 UNITS = re.compile(rb"^cloud_job_exporter_shard_units (\S+)$", re.MULTILINE)
 SAMPLE_LINE = re.compile(rb"^[a-zA-Z_]", re.MULTILINE)  # a sample's line; comments start with #
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
