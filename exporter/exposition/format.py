@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from itertools import compress, repeat
 from operator import is_not
 
-from exporter.speed.gzip import Segment
+from exporter.speed.gzip import Piece, seal
 from exporter.tally import HistogramValue
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -67,8 +67,9 @@ class Family:
     kind: str  # counter, gauge, histogram, gaugehistogram
     help: str
     # UTF-8 sample lines (a str is accepted and encoded when assembled), or, once compressed, their deflate Segment
-    text: bytes | str | Segment
-    openmetrics: bytes | str | Segment | None = None  # only where it differs from `text`
+    # (a Future while it is being made: `seal`)
+    text: str | Piece
+    openmetrics: str | Piece | None = None  # only where it differs from `text`
 
 
 def gauge(name: str, help_: str, rows: Iterable[tuple[str, float | None]]) -> Family:
@@ -96,7 +97,7 @@ def per_job_gauge(name: str, help_: str, prefixes: Sequence[bytes], values: Iter
     parts[1::3] = prefixes
     parts[2::3] = number_texts(values)
     parts[-1] = b"\n"
-    return Family(name, "gauge", help_, b"".join(parts))
+    return Family(name, "gauge", help_, seal(b"".join(parts)))
 
 
 def number_texts(values: list[float]) -> list[bytes]:
@@ -191,18 +192,18 @@ def _header(name: str, kind: str, help_: str, openmetrics: bool) -> str:
     return f"# HELP {name} {help_}\n# TYPE {name} {text_kind}\n"
 
 
-def _encoded(body: bytes | str | Segment) -> bytes | Segment:
+def _encoded(body: str | Piece) -> Piece:
     return body.encode() if isinstance(body, str) else body
 
 
-def pieces(families: Iterable[Family], openmetrics: bool) -> list[bytes | Segment]:
+def pieces(families: Iterable[Family], openmetrics: bool) -> list[Piece]:
     """Returns the exposition as pieces in order: families with the same name merged under one header, in first-seen
     order. Family bodies are the families' own objects (bytes, not copies, or Segments), so a caller may key on their
     identity."""
     merged: dict[str, list[Family]] = {}
     for fam in families:
         merged.setdefault(fam.name, []).append(fam)
-    parts: list[bytes | Segment] = []
+    parts: list[Piece] = []
     for name, group in merged.items():
         bodies = [_encoded(f.openmetrics if openmetrics and f.openmetrics is not None else f.text) for f in group]
         if not any(bodies):

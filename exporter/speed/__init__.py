@@ -1,9 +1,9 @@
 """The speed machinery: every trick that trades plainness for time or memory, in one place, each measured on and off
 in docs/performance.md and switchable off for that measure (`switches`, CJE_SPEED_OFF).
 
-The rest of the exporter calls only these entry points (and takes the `Exposition` and `Segment` types, and
-`inflate` for an identity scrape, from `speed.gzip`):
-- `startup()` once, before the first poll (runtime);
+The rest of the exporter calls only these entry points (and takes the `Exposition` and `Segment` types, `seal` for
+a per-job family as it is rendered, and `inflate` for an identity scrape, from `speed.gzip`):
+- `startup()` once, before the first poll (runtime): the heap's mmap threshold fixed, the start-up heap frozen;
 - `untrack(records)` as each page is parsed (the shared page parser, `sources.fetching.parse_page`, so no source
   has to remember it): its records out of the garbage collector's view while the poll goes on;
 - `hold(result)` as a poll's result is stored (store): the tuples it holds its records in, likewise;

@@ -3,8 +3,9 @@ streams it.
 
 A large piece (a family's samples) is compressed on its own into a `Segment`, which replaces its text from then on:
 while the family is unchanged its segment is reused, and its text is not held at all. New pieces are compressed on
-every usable CPU at once (zlib-ng lets go of the GIL). `Gzipper.expose` is the entry point: pieces in, each format's
-gzip chunks out; `inflate` turns them back into text for a client that does not take gzip.
+every usable CPU at once (zlib-ng lets go of the GIL); a per-job family is handed to them by `seal` as soon as it is
+rendered, so that a render never holds every family's text at once. `Gzipper.expose` is the entry point: pieces in,
+each format's gzip chunks out; `inflate` turns them back into text for a client that does not take gzip.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
@@ -116,7 +117,18 @@ class Exposition:
     om_size: int
 
 
-Piece = bytes | Segment  # a piece of an exposition: text to compress, or a family's text already held compressed
+# A piece of an exposition: text to compress, a family's text already held compressed, or being compressed (`seal`).
+Piece = bytes | Segment | Future[Segment]
+
+
+def seal(body: bytes) -> bytes | Future[Segment]:
+    """Returns a family's body as the exposition will hold it: a large one's Segment, begun at once on the
+    compressor threads while the render goes on, a small one as it is. Compressed only once the render is done, the
+    text of every family would be held together at its end: 28 MB for a snapshot of 20,000 jobs, most of a publish's
+    peak (docs/performance.md)."""
+    if len(body) < OWN_SEGMENT or not (enabled("early") and enabled("segments")):
+        return body
+    return compressors().submit(Segment.of, body, GZIP_LEVEL)
 
 
 class Gzipper:
@@ -126,17 +138,20 @@ class Gzipper:
         self._level = level
 
     def expose(self, text: list[Piece], om: list[Piece]) -> tuple[Exposition, dict[int, Segment]]:
-        """Returns both formats' pieces gzipped, and the segment made for each large bytes piece, by the piece's id:
-        the caller holds that segment instead of the piece from then on (unless the `segments` trick is off). Small
-        pieces are joined with their neighbours and compressed afresh each time; OpenMetrics shares the text's
-        segments where its pieces are the same."""
+        """Returns both formats' pieces gzipped, and the segment made for each large bytes piece and each sealed one,
+        by the piece's id: the caller holds that segment instead of the piece from then on (unless the `segments`
+        trick is off). Small pieces are joined with their neighbours and compressed afresh each time; OpenMetrics
+        shares the text's segments where its pieces are the same."""
+        sealed = {id(p): p.result() for p in (*text, *om) if isinstance(p, Future)}
+        text = [sealed[id(p)] if isinstance(p, Future) else p for p in text]
+        om = [sealed[id(p)] if isinstance(p, Future) else p for p in om]
         text_plan, om_plan = self._plan(text), self._plan(om)
         todo = {id(unit): unit for unit in (*text_plan, *om_plan) if isinstance(unit, bytes)}  # a family body once
         made = dict(zip(todo, compressors().map(partial(Segment.of, level=self._level), todo.values()), strict=True))
         text_segments = [made[id(u)] if isinstance(u, bytes) else u for u in text_plan]
         om_segments = [made[id(u)] if isinstance(u, bytes) else u for u in om_plan]
         large = {id(p) for p in (*text, *om) if isinstance(p, bytes) and len(p) >= OWN_SEGMENT}
-        own = {key: made[key] for key in large} if enabled("segments") else {}
+        own = {**{key: made[key] for key in large}, **sealed} if enabled("segments") else {}
         exposition = Exposition(gzip_member(text_segments), sum(s.size for s in text_segments),
                                 gzip_member(om_segments), sum(s.size for s in om_segments))
         return exposition, own

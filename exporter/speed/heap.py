@@ -12,16 +12,32 @@ from contextlib import contextmanager
 from exporter.speed.switches import enabled
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
+def _libc(name: str, argtypes: list[type], restype: type) -> Callable[..., int] | None:
+    """Returns one of glibc's functions, typed; None when the C library is not glibc (nothing to call then)."""
     try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to call
+        function = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
         return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
+    function.argtypes, function.restype = argtypes, restype
+    return function
 
 
-MALLOC_TRIM = _malloc_trim()
+MALLOC_TRIM = _libc("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
+MALLOPT = _libc("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
+M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+# Blocks at least this large are mapped on their own and unmapped when freed: a family's text (megabytes), a page's
+# JSON, a segment. Far above every small object, and below the smallest of those that come and go with each poll.
+MMAP_THRESHOLD = 256 * 1024
+
+
+def map_large_blocks() -> bool:
+    """Has every block of MMAP_THRESHOLD or more mapped on its own from now on; returns whether glibc agreed.
+
+    glibc maps large blocks by default too, but raises its threshold to the size of each mapped block freed (up to
+    32 MB), after which a publish's megabyte texts are carved from the heap, leave holes in it when freed, and stay
+    resident until a trim. A fixed threshold gives each back to the system the moment it is freed, which is what
+    holds a publish's peak down (docs/performance.md has the figure)."""
+    return bool(MALLOPT and enabled("mmap") and MALLOPT(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
 def return_free_memory() -> bool:
@@ -76,8 +92,10 @@ def hold(result: object) -> None:
 
 
 def startup() -> None:
-    """Moves everything alive now (modules, config, clients: all live as long as the process) out of the garbage
-    collector's view, so its full collections stay short while polls allocate and do not stall scrapes."""
+    """Fixes the heap's mmap threshold (`map_large_blocks`), and moves everything alive now (modules, config,
+    clients: all live as long as the process) out of the garbage collector's view, so its full collections stay
+    short while polls allocate and do not stall scrapes."""
+    map_large_blocks()
     if enabled("freeze"):
         gc.collect()
         gc.freeze()

@@ -11,6 +11,8 @@ TRICKS = {
     "freeze": "everything alive at start-up moved out of the collector's view (gc.freeze)",
     "gc_pause": "the collector paused while a render runs",
     "segments": "a large family's deflate segment reused while the family is unchanged",
+    "early": "a per-job family compressed as soon as it is rendered, while the render goes on",
+    "mmap": "large blocks always mapped and unmapped (a fixed mmap threshold) instead of carved from the heap",
     "threads": "compression on every usable CPU (the cgroup's quota read) instead of one thread",
 }
 OFF = frozenset(name.strip() for name in os.environ.get("CJE_SPEED_OFF", "").split(",") if name.strip())

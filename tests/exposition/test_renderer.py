@@ -348,6 +348,24 @@ def test_stitched_gzip_is_the_exposition_after_segments_are_reused() -> None:
     assert large and all(isinstance(f.text, Segment) for f in large), "a large family is held compressed only"
 
 
+def test_a_per_job_family_is_compressed_as_it_is_rendered() -> None:
+    """A render does not hold every per-job family's text until its end (28 MB for a snapshot of 20,000 jobs): each
+    is on its way to its segment when the kind's render returns, and the exposition made of them says the same
+    samples as a render that compressed them afterwards."""
+    from concurrent.futures import Future
+
+    from exporter.speed.gzip import Segment
+
+    result = JobSnapshot(tuple(snap(i) for i in range(400)), 1.0)
+    families, _ = MC_APIS["ListJobSnapshotInfos"].render(RenderContext(INFO, 10**6), result)
+    per_job = [f for f in families if f.name == "maxcompute_job_cpu_usage_cores"]
+    assert per_job and all(isinstance(f.text, Future | Segment) for f in per_job), "held as text after the render"
+    store, renderer = rendering(MC_APIS, INFO)
+    store.record_success(("mc", "ListJobSnapshotInfos"), Fetched(result, 1, 0), end=100.0, duration=0.1)
+    text = text_of(renderer.render(store.view(100.0)))
+    assert text.count("maxcompute_job_cpu_usage_cores{") == 400
+
+
 async def test_a_publish_cancelled_mid_render_keeps_the_next_render_waiting() -> None:
     """A render's thread cannot be stopped: a publish cancelled while it runs must not let a second render start
     beside it on the same caches."""

@@ -39,6 +39,42 @@ def test_freed_exposition_memory_goes_back_to_the_system() -> None:
     assert int(out) >= 60, f"only {out.strip()} MB of the 120 MB freed left the resident size"
 
 
+MAPPED = """
+import threading
+from exporter.speed.heap import map_large_blocks
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+def publish(out):  # on a thread, as renders and compression run: in a heap (arena) of its own
+    warm = [bytes(4_000_000) for _ in range(3)]
+    del warm  # without a fixed threshold, glibc would now carve blocks this large from the heap
+    big, small = [], []
+    for _ in range(40):
+        big.append(b"x" * 3_000_000)
+        small.append(bytes(1000))
+    held = rss()
+    del big  # and no malloc_trim
+    out.append((held - rss()) // 2**20)
+print(map_large_blocks())
+out = []
+thread = threading.Thread(target=publish, args=(out,))
+thread.start()
+thread.join()
+print(out[0])
+"""
+
+
+def test_a_freed_family_text_leaves_the_resident_size_at_once() -> None:
+    """With the mmap threshold fixed at start-up, a multi-MB block (a family's text, a page's JSON) is given back
+    the moment it is freed, with no trim: a publish's texts, each compressed and dropped in turn, never pile up
+    resident. Run in a fresh interpreter: the threshold is the process's."""
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    agreed, freed = subprocess.run([sys.executable, "-c", MAPPED], capture_output=True, text=True,
+                                   check=True).stdout.split()
+    assert agreed == "True"
+    assert int(freed) >= 100, f"only {freed} MB of the 120 MB freed left the resident size"
+
+
 def test_untracking_leaves_objects_the_collector_does_not_track_alone() -> None:
     """Records are untracked as their result is stored; anything else that reaches it (a string, an exact tuple the
     collector already let go of) must be left as it is: untracking an object the collector never tracked would
