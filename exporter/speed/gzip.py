@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ GZIP_LEVEL = 2
 # aggregate and self-metric families) are joined with their neighbours and compressed afresh at each render.
 OWN_SEGMENT = 16 * 1024
 MAX_COMPRESSORS = 4  # threads; a publish compresses a few dozen families at most
+COMPRESSOR_NICE = 10  # added to the compressor threads' nice value
 
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0, unknown OS
 FINAL_BLOCK = b"\x03\x00"  # an empty final fixed-Huffman block: ends a deflate stream
@@ -98,11 +100,26 @@ def usable_cpus() -> int:
     return max(1, cpus)
 
 
+def compressor_count() -> int:
+    """Returns how many compression threads the process has: one per usable CPU (one when the `threads` trick is
+    off)."""
+    return min(MAX_COMPRESSORS, usable_cpus()) if enabled("threads") else 1
+
+
 @cache
 def compressors() -> ThreadPoolExecutor:
-    """Returns the process's compression threads: one per usable CPU (one when the `threads` trick is off)."""
-    return ThreadPoolExecutor(min(MAX_COMPRESSORS, usable_cpus()) if enabled("threads") else 1,
-                              thread_name_prefix="compress")
+    """Returns the process's compression threads, each below the event loop's priority (`_yielding`)."""
+    return ThreadPoolExecutor(compressor_count(), thread_name_prefix="compress", initializer=_yielding)
+
+
+def _yielding() -> None:
+    """Lowers the calling thread's CPU priority (Linux: a nice value per thread): a render's families compress on
+    one core while it renders on the other, and the event loop must not wait for a core behind them."""
+    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPRESSOR_NICE)
+        except OSError:
+            pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +145,16 @@ def seal(body: bytes) -> bytes | Future[Segment]:
     peak (docs/performance.md)."""
     if len(body) < OWN_SEGMENT or not (enabled("early") and enabled("segments")):
         return body
-    return compressors().submit(Segment.of, body, GZIP_LEVEL)
+    _sealing().acquire()  # a render that outruns the compressors waits here, rather than pile its texts up
+    future = compressors().submit(Segment.of, body, GZIP_LEVEL)
+    future.add_done_callback(lambda _: _sealing().release())
+    return future
+
+
+@cache
+def _sealing() -> threading.BoundedSemaphore:
+    """Returns the bound on texts sealed and not yet compressed: one per compressor thread."""
+    return threading.BoundedSemaphore(compressor_count())
 
 
 class Gzipper:

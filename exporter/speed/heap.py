@@ -27,7 +27,7 @@ MALLOPT = _libc("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
 M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 # Blocks at least this large are mapped on their own and unmapped when freed: a family's text (megabytes), a page's
 # JSON, a segment. Far above every small object, and below the smallest of those that come and go with each poll.
-MMAP_THRESHOLD = 256 * 1024
+MMAP_THRESHOLD = 2 * 1024 * 1024
 
 
 def map_large_blocks() -> bool:
