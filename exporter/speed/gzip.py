@@ -10,6 +10,7 @@ each format's gzip chunks out; `inflate` turns them back into text for a client 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import threading
@@ -115,11 +116,9 @@ def compressors() -> ThreadPoolExecutor:
 def _yielding() -> None:
     """Lowers the calling thread's CPU priority (Linux: a nice value per thread): a render's families compress on
     one core while it renders on the other, and the event loop must not wait for a core behind them."""
-    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
-        try:
+    if hasattr(os, "setpriority"):
+        with contextlib.suppress(OSError):  # not allowed here: the threads run at the process's priority
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPRESSOR_NICE)
-        except OSError:
-            pass
 
 
 @dataclass(frozen=True, slots=True)
