@@ -42,6 +42,11 @@ STEPS = 2
 # dropped is gone, as a staleness marker would have it.
 SCRAPE = "250ms"
 HOLD = 1.0
+# How long the pages must stay the same before a state is served: over two of the exporters' 1 s poll intervals, so
+# that what one poll leaves to another (GetRunningJobs's ended jobs, for GetJobInfo to count) is in. A state served
+# a second sooner could lack the finished jobs, whose counters would then first show at the last state, one sample
+# too few for a rate (tests/e2e/test_ha_pair.py failed so, about one run in two).
+STABLE = 2.5
 LOOKBACK = "1s"
 # Values may differ by REL of the larger: the stamps leave the float rounding of sums taken in another order.
 REL = 1e-9
@@ -115,19 +120,22 @@ def alike(pages: list[str]) -> bool:
 
 
 def settle(hold: Hold, clock: FakeClock, agree: Agree, timeout: float = 30) -> float:
-    """Waits until every exporter's last polls all succeeded at the clock's instant and their pages `agree` and are
-    the same as a second before; serves those pages; returns when."""
+    """Waits until every exporter's last polls all succeeded at the clock's instant and their pages `agree` and have
+    not changed for STABLE seconds; serves those pages; returns when."""
     previous: list[list[str]] = []
+    changed = time.monotonic()
 
     def agreed() -> list[str] | None:
-        nonlocal previous
+        nonlocal previous, changed
         pages = hold.fetch()
         now = [shared(page) for page in pages]
         polled = all(
             LAST_SUCCESS.findall(page) and {float(v) for v in LAST_SUCCESS.findall(page)} == {clock.now}
             for page in pages
         )
-        stable, previous = now == previous, now
+        if now != previous:
+            previous, changed = now, time.monotonic()
+        stable = time.monotonic() - changed >= STABLE
         if polled and stable and agree(pages):
             return pages
         time.sleep(0.75)
