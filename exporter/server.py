@@ -20,7 +20,7 @@ from exporter.config import ExporterConfig
 from exporter.exposition.format import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE
 from exporter.pages import CSP, config_yaml, status_page
 from exporter.publication import Publication
-from exporter.speed.gzip import inflate
+from exporter.speed.gzip import Inflater
 from exporter.webconfig import BasicAuth
 
 Scope = dict[str, Any]
@@ -138,6 +138,7 @@ class App:
         # The last status page, by the id of its publication (holding the publication itself would keep its
         # exposition alive past the next publish) and the second it was rendered in.
         self._page: tuple[tuple[int, int], bytes] = ((0, 0), b"")
+        self._inflater = Inflater()  # identity scrapes' text, shared by those of the same exposition at once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # served with lifespan="off": nothing else arrives
@@ -151,7 +152,7 @@ class App:
             reply = self.route(scope)
         body = reply.body
         if isinstance(body, Inflated):
-            size, chunks = body.size, inflate(body.gz_chunks)
+            size, chunks = body.size, self._inflater.text(body.gz_chunks)
         else:
             chunks = (body,) if isinstance(body, bytes) else body
             size = sum(map(len, chunks))

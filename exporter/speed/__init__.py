@@ -2,7 +2,7 @@
 in docs/performance.md and switchable off for that measure (`switches`, CJE_SPEED_OFF).
 
 The rest of the exporter calls only these entry points (and takes the `Exposition` and `Segment` types, `seal` for
-a per-job family as it is rendered, and `inflate` for an identity scrape, from `speed.gzip`):
+a per-job family as it is rendered, and the `Inflater` of identity scrapes, from `speed.gzip`):
 - `startup()` once, before the first poll (runtime): the heap's mmap threshold fixed, the start-up heap frozen;
 - `untrack(records)` as each page is parsed (the shared page parser, `sources.fetching.parse_page`, so no source
   has to remember it): its records out of the garbage collector's view while the poll goes on;

@@ -5,20 +5,24 @@ A large piece (a family's samples) is compressed on its own into a `Segment`, wh
 while the family is unchanged its segment is reused, and its text is not held at all. New pieces are compressed on
 every usable CPU at once (zlib-ng lets go of the GIL); a per-job family is handed to them by `seal` as soon as it is
 rendered, so that a render never holds every family's text at once. `Gzipper.expose` is the entry point: pieces in,
-each format's gzip chunks out; `inflate` turns them back into text for a client that does not take gzip.
+each format's gzip chunks out; an `Inflater` turns them back into text for the clients that do not take gzip,
+sharing the work between those that ask at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import struct
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
+from typing import Any
 
 from zlib_ng import zlib_ng  # zlib's API and deflate format, faster (docs/performance.md)
 
@@ -36,6 +40,7 @@ COMPRESSOR_NICE = 10  # added to the compressor threads' nice value
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, mtime 0, unknown OS
 FINAL_BLOCK = b"\x03\x00"  # an empty final fixed-Huffman block: ends a deflate stream
 INFLATED_PIECE = 1024 * 1024  # bytes an identity scrape inflates at a time, and holds: a millisecond or two on the loop
+SHARED_PIECES = 4  # inflated pieces kept for the identity scrapes just behind the one that made them
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,69 @@ def inflate(gz_chunks: Iterable[bytes], piece: int = INFLATED_PIECE) -> Iterator
             data = d.unconsumed_tail
     if rest := d.flush():
         yield rest
+
+
+@dataclass(frozen=True, slots=True)
+class _Made:
+    """A piece of a segment's text as one scrape inflated it, kept for others: the piece, and where the inflation
+    stood after it (the inflater, copied, and how far into the segment's deflate stream it had read)."""
+
+    deflated: bytes  # the segment, held so that its id, the key, names it for as long as the piece is kept
+    piece: bytes
+    after: Any  # zlib_ng's Decompress, which the module does not export as a type
+    read: int
+
+
+class Inflater:
+    """Inflates expositions for identity scrapes, the work shared between scrapes of one exposition at once (the
+    `shared` trick): the last few pieces any scrape made are kept, each with where its inflation stood after it, so a
+    scrape a few pieces behind another takes them as they are and goes on from where the last one it took left off,
+    rather than inflate the same text again. Scrapes further apart each inflate their own. For one event loop's
+    scrapes: not thread-safe."""
+
+    def __init__(self, kept: int = SHARED_PIECES, piece: int = INFLATED_PIECE) -> None:
+        self._kept: OrderedDict[tuple[int, int], _Made] = OrderedDict()
+        self._room = kept
+        self._piece = piece
+
+    def text(self, gz_chunks: Sequence[bytes]) -> Iterator[bytes]:
+        """Yields the text of an exposition's gzip chunks as `gzip_member` makes them (a header, segments each
+        inflatable alone, a trailer), at most `piece` bytes at a time."""
+        if not enabled("shared"):
+            yield from inflate(gz_chunks, self._piece)
+            return
+        for deflated in gz_chunks[1:-1]:
+            yield from self._segment(deflated)
+
+    def _segment(self, deflated: bytes) -> Iterator[bytes]:
+        """Yields one segment's text, each piece taken from those kept when another scrape made it, else made."""
+        own, read, last = None, 0, None  # this scrape's inflater, or else the last kept piece it took
+        for index in itertools.count():
+            key = (id(deflated), index)
+            if (made := self._kept.get(key)) is not None:
+                own, last = None, made
+                yield made.piece
+                continue
+            if own is None:
+                own, read = (last.after.copy(), last.read) if last else (zlib_ng.decompressobj(-zlib_ng.MAX_WBITS), 0)
+            piece, read = self._next(own, deflated, read)
+            if not piece:
+                return
+            self._keep(key, _Made(deflated, piece, own.copy(), read))
+            yield piece
+
+    def _next(self, inflater: Any, deflated: bytes, read: int) -> tuple[bytes, int]:
+        """Returns the segment's next piece of text (empty at its end) and how far its stream has then been read."""
+        while True:
+            piece = inflater.decompress(memoryview(deflated)[read:], self._piece)
+            read = len(deflated) - len(inflater.unconsumed_tail)
+            if piece or read == len(deflated):  # a sync flush's empty block gives no text, but is read
+                return piece, read
+
+    def _keep(self, key: tuple[int, int], made: _Made) -> None:
+        self._kept[key] = made
+        if len(self._kept) > self._room:
+            self._kept.popitem(last=False)
 
 
 def usable_cpus() -> int:

@@ -13,6 +13,7 @@ TRICKS = {
     "segments": "a large family's deflate segment reused while the family is unchanged",
     "early": "a per-job family compressed as soon as it is rendered, while the render goes on",
     "mmap": "large blocks always mapped and unmapped (a fixed mmap threshold) instead of carved from the heap",
+    "shared": "an identity scrape's inflated pieces taken up by the identity scrapes just behind it",
     "threads": "compression on every usable CPU (the cgroup's quota read) instead of one thread",
 }
 OFF = frozenset(name.strip() for name in os.environ.get("CJE_SPEED_OFF", "").split(",") if name.strip())
