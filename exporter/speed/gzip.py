@@ -17,7 +17,7 @@ import os
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, partial
@@ -77,19 +77,27 @@ def gzip_member(segments: Sequence[Segment]) -> tuple[bytes, ...]:
     return (GZIP_HEADER, *(seg.deflated for seg in segments), trailer)
 
 
-def inflate(gz_chunks: Iterable[bytes], piece: int = INFLATED_PIECE) -> Iterator[bytes]:
-    """Yields the text of a gzip body, at most `piece` bytes at a time (each a step short enough for the event loop,
-    and a scrape holds one piece, not the whole text)."""
-    d = zlib_ng.decompressobj(16 + zlib_ng.MAX_WBITS)
-    for chunk in gz_chunks:
-        data = chunk
-        while data:
-            out = d.decompress(data, piece)
-            if out:
-                yield out
-            data = d.unconsumed_tail
-    if rest := d.flush():
-        yield rest
+def inflate(gz_chunks: Sequence[bytes], piece: int = INFLATED_PIECE) -> Iterator[bytes]:
+    """Yields the text of gzip chunks as `gzip_member` makes them (a header, segments each inflatable alone, a
+    trailer), at most `piece` bytes at a time (each a step short enough for the event loop, and a scrape holds one
+    piece, not the whole text)."""
+    for deflated in gz_chunks[1:-1]:
+        inflater, read = zlib_ng.decompressobj(-zlib_ng.MAX_WBITS), 0
+        while out := _next_piece(inflater, deflated, read, piece):
+            text, read = out
+            yield text
+
+
+def _next_piece(inflater: Any, deflated: bytes, read: int, piece: int) -> tuple[bytes, int] | None:
+    """Returns a segment's next piece of text, at most `piece` bytes, with how far its deflate stream has then been
+    read (`read` before); None at its end."""
+    while True:
+        text = inflater.decompress(memoryview(deflated)[read:], piece)
+        read = len(deflated) - len(inflater.unconsumed_tail)
+        if text:
+            return text, read
+        if read == len(deflated):  # a sync flush's empty block gives no text, but is read
+            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,19 +143,11 @@ class Inflater:
                 continue
             if own is None:
                 own, read = (last.after.copy(), last.read) if last else (zlib_ng.decompressobj(-zlib_ng.MAX_WBITS), 0)
-            piece, read = self._next(own, deflated, read)
-            if not piece:
+            if (out := _next_piece(own, deflated, read, self._piece)) is None:
                 return
+            piece, read = out
             self._keep(key, _Made(deflated, piece, own.copy(), read))
             yield piece
-
-    def _next(self, inflater: Any, deflated: bytes, read: int) -> tuple[bytes, int]:
-        """Returns the segment's next piece of text (empty at its end) and how far its stream has then been read."""
-        while True:
-            piece = inflater.decompress(memoryview(deflated)[read:], self._piece)
-            read = len(deflated) - len(inflater.unconsumed_tail)
-            if piece or read == len(deflated):  # a sync flush's empty block gives no text, but is read
-                return piece, read
 
     def _keep(self, key: tuple[int, int], made: _Made) -> None:
         self._kept[key] = made
